@@ -1,0 +1,1 @@
+"""casepilot bentos."""

@@ -1,0 +1,218 @@
+"""Which stage versions the service runs, and swapping them safely when aliases move.
+
+A `ModelSource` resolves an alias (`champion`, `challenger`) to one stage folder per stage: the
+MLflow registry by default (`RegistrySource`), or a folder of `<alias>/<stage>/` dirs for tests
+and offline demos (`FolderSource`; an alias may be a symlink, so moving it is an alias move).
+`Reloader.check` builds the whole new `ModelSet` first and then swaps one reference, so a
+request in flight finishes on the cascade it started with and none is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pipelines.cascade import Cascade, stage_version
+from pipelines.contract import STAGES
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """One stage version: what it is called and where its folder is."""
+
+    stage: str
+    version: str
+    local_dir: Path
+
+
+Refs = Mapping[str, StageRef]
+
+
+class ModelSource(Protocol):
+    def resolve(self, alias: str) -> dict[str, StageRef]:
+        """Every stage's folder for `alias`; LookupError when a stage has none."""
+        ...
+
+
+class RegistrySource:
+    """Stage versions by alias from the MLflow registry (`casepilot-<stage>@<alias>`)."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def resolve(self, alias: str) -> dict[str, StageRef]:
+        from pipelines.registry import resolve_cascade_dirs
+
+        resolved = resolve_cascade_dirs(self.params, alias)
+        return {s: StageRef(s, f"{r.name}/{r.version}", r.local_dir) for s, r in resolved.items()}
+
+
+class FolderSource:
+    """Stage folders at `root/<alias>/<stage>`; a stage missing for `challenger` uses `champion`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def resolve(self, alias: str) -> dict[str, StageRef]:
+        refs, missing = {}, []
+        for stage in STAGES:
+            folder = self.root / alias / stage
+            if not folder.is_dir() and alias == CHALLENGER:
+                folder = self.root / CHAMPION / stage
+            if not folder.is_dir():
+                missing.append(stage)
+                continue
+            folder = folder.resolve()
+            refs[stage] = StageRef(stage, stage_version(stage, folder), folder)
+        if missing:
+            raise LookupError(
+                f"{self.root / alias}: no folder for {', '.join(missing)}; put "
+                "trained stage folders there (e.g. `casepilot train <stage> --out`)"
+            )
+        return refs
+
+
+def shadow_refs(
+    champion: Refs, challenger: Refs, shadow: Mapping[str, bool]
+) -> dict[str, StageRef]:
+    """The shadow cascade's stages: the challenger's where shadow is on, else the champion's."""
+    return {s: challenger[s] if shadow.get(s, True) else champion[s] for s in champion}
+
+
+class StageCache:
+    """Loaded stage objects keyed by folder, so an unchanged stage is not loaded twice."""
+
+    def __init__(self, load_stage: Callable[[str, Path], Any]) -> None:
+        self._load, self._loaded = load_stage, {}
+
+    def cascade(self, refs: Refs) -> Cascade:
+        """A cascade of the stage objects for `refs` (loading the ones not seen before)."""
+        stages = {}
+        for stage in STAGES:
+            key = (stage, str(refs[stage].local_dir), refs[stage].version)
+            if key not in self._loaded:
+                self._loaded[key] = self._load(stage, refs[stage].local_dir)
+            stages[stage] = self._loaded[key]
+        return Cascade(**stages, versions={s: refs[s].version for s in STAGES})
+
+    def keep_only(self, *ref_sets: Refs) -> None:
+        """Forget stage objects no longer referenced (in-flight requests keep theirs)."""
+        used = {(r.stage, str(r.local_dir), r.version) for refs in ref_sets for r in refs.values()}
+        self._loaded = {k: v for k, v in self._loaded.items() if k in used}
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """What the service runs: the champion cascade and the shadow cascade (None = no challenger)."""
+
+    champion: Cascade
+    shadow: Cascade | None
+    champion_refs: Refs
+    shadow_refs: Refs
+    loaded_at: float = field(default_factory=time.time)
+
+    def signature(self) -> tuple:
+        return _signature(self.champion_refs, self.shadow_refs)
+
+
+def _signature(champion: Refs, shadow: Refs) -> tuple:
+    return tuple(
+        (s, r.version, str(r.local_dir))
+        for refs in (champion, shadow)
+        for s, r in sorted(refs.items())
+    )
+
+
+class Reloader:
+    """Holds the current `ModelSet`; `check()` swaps in a new one when the aliases have moved."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        cache: StageCache,
+        shadow: Mapping[str, bool],
+        *,
+        champion_alias: str = CHAMPION,
+        shadow_alias: str = CHALLENGER,
+        on_reload: Callable[[str], None] = lambda result: None,
+    ) -> None:
+        self.source, self.cache, self.shadow = source, cache, dict(shadow)
+        self.champion_alias, self.shadow_alias = champion_alias, shadow_alias
+        self.current: ModelSet | None = None
+        self.last_error: str | None = None
+        self._on_reload = on_reload
+        self._lock = threading.Lock()  # one reload at a time; readers never take it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _resolve(self) -> tuple[dict[str, StageRef], dict[str, StageRef]]:
+        champion = self.source.resolve(self.champion_alias)
+        try:
+            challenger = self.source.resolve(self.shadow_alias)
+        except LookupError:
+            challenger = champion
+        return champion, shadow_refs(champion, challenger, self.shadow)
+
+    def check(self, *, force: bool = False) -> bool:
+        """Reload when an alias moved (or `force`); True when a new set was swapped in."""
+        with self._lock:
+            try:
+                champion_refs, shadow = self._resolve()
+                if (
+                    not force
+                    and self.current is not None
+                    and self.current.signature() == _signature(champion_refs, shadow)
+                ):
+                    return False
+                champion = self.cache.cascade(champion_refs)
+                same = all(shadow[s].version == champion_refs[s].version for s in STAGES)
+                new = ModelSet(
+                    champion, None if same else self.cache.cascade(shadow), champion_refs, shadow
+                )
+            except Exception as err:
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.exception("model reload failed; still serving the previous models")
+                self._on_reload("failed")
+                if self.current is None:
+                    raise
+                return False
+            first = self.current is None
+            self.current = new  # the swap: one reference assignment
+            self.cache.keep_only(champion_refs, shadow)
+            self.last_error = None
+            self._on_reload("initial" if first else "swapped")
+            log.info(
+                "serving champion %s, shadow %s",
+                champion.versions,
+                new.shadow.versions if new.shadow else None,
+            )
+            return True
+
+    def start(self, poll_s: float) -> None:
+        """Poll for moved aliases every `poll_s` seconds (every <= 5 s until a first load works)."""
+
+        def poll() -> None:
+            while not self._stop.wait(poll_s if self.current else min(poll_s, 5.0)):
+                with contextlib.suppress(Exception):  # logged in check; keep polling
+                    self.check()
+
+        self._thread = threading.Thread(target=poll, name="alias-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,73 @@
+"""The `casepilot` command: thin Typer commands over `pipelines/`, `monitoring/` and the flows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from flows.cli_cascade import predict
+from flows.cli_data import data_app
+from flows.cli_registry import mlflow_server_app, promote, register
+from flows.cli_serve import serve
+from flows.cli_train import evaluate_app, train_app
+from pipelines.config import ConfigError, Params, load_params
+
+app = typer.Typer(
+    help="casepilot: keep a support-reply copilot trained, safe and improving.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+app.command("predict")(predict)
+app.command("register")(register)
+app.command("promote")(promote)
+app.command("serve")(serve)
+app.add_typer(mlflow_server_app, name="mlflow-server")
+console = Console()
+
+
+def params_or_exit(path: Path) -> Params:
+    """Load params.yaml, or print what is wrong with it and exit 2."""
+    try:
+        params = load_params(path)
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    params.home.apply()
+    return params
+
+
+@app.command("params")
+def show_params(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Validate params.yaml and print the resolved configuration and endpoints."""
+    params = params_or_exit(params_file)
+    console.print_json(params.model_dump_json())
+    console.print(f"CASEPILOT_HOME      {params.home.root}")
+    console.print(f"MLflow tracking     {params.mlflow_tracking_uri}")
+    console.print(f"Qdrant              {params.qdrant_location}")
+    console.print(f"prediction log      {params.prediction_log_url}")
+    console.print(f"Prefect API         {params.schedule.prefect_api_url or 'ephemeral'}")
+
+
+@app.command()
+def demo(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Run the lifecycle demo on the embedded synthetic world."""
+    from flows.demo import run_demo
+
+    run_demo(params_or_exit(params_file), console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

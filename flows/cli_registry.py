@@ -1,0 +1,176 @@
+"""`casepilot register`, `casepilot promote` and `casepilot mlflow-server start|stop|status`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+mlflow_server_app = typer.Typer(
+    help="A local `mlflow server` on 127.0.0.1 over the embedded store.", no_args_is_help=True
+)
+
+
+def _params(params_file: Path) -> Any:
+    from flows.cli import params_or_exit
+
+    return params_or_exit(params_file)
+
+
+def _read_metrics(metrics: Path | None, model: Path) -> dict[str, Any]:
+    """Metrics from a JSON file (flat, or under 'metrics'); else stage.json's val_ metrics."""
+    if metrics is not None:
+        if not metrics.is_file():
+            console.print(
+                f"[red]{metrics} not found: pass the metrics JSON the evaluation wrote[/red]"
+            )
+            raise typer.Exit(2)
+        values = json.loads(metrics.read_text(encoding="utf-8"))
+        return values.get("metrics", values) if isinstance(values, dict) else {}
+    stage_file = model / "stage.json"
+    saved = (
+        json.loads(stage_file.read_text(encoding="utf-8")).get("metrics", {})
+        if stage_file.is_file()
+        else {}
+    )
+    return {key.removeprefix("val_"): value for key, value in saved.items()}
+
+
+def register(
+    stage: str = typer.Argument(..., help="trigger, topic, retrieve, answer or tone"),
+    model: Path = typer.Option(..., "--model", help="the stage folder `casepilot train` wrote"),
+    metrics: Path | None = typer.Option(
+        None, "--metrics", help="offline metrics JSON; default: the val_ metrics in stage.json"
+    ),
+    data_version: str | None = typer.Option(
+        None, "--data-version", help="DVC hash of the training data; default: from dvc.lock"
+    ),
+    quantization: str | None = typer.Option(
+        None, "--quantization", help="default: what stage.json records, else 'none'"
+    ),
+    record: Path | None = typer.Option(
+        None, "--record", help="also write the registered version as JSON (a dvc stage output)"
+    ),
+    params_file: Path = PARAMS,
+) -> None:
+    """Register a trained stage in MLflow with its lineage; `challenger` if it passes the gates."""
+    from pipelines.lineage import UNKNOWN, dvc_data_version, stage_lineage
+    from pipelines.registry import register_stage
+
+    params = _params(params_file)
+    values = _read_metrics(metrics, model)
+    lineage = stage_lineage(
+        params,
+        stage,
+        data_version=data_version or dvc_data_version() or UNKNOWN,
+        model_dir=model,
+        quantization=quantization,
+    )
+    try:
+        registered = register_stage(params, stage, model, metrics=values, lineage=lineage)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**asdict(registered), "tracking_uri": params.mlflow_tracking_uri,
+                   "lineage": lineage.tags()}  # fmt: skip
+        record.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    table = Table(title=f"{registered.name} v{registered.version}")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in lineage.tags().items():
+        table.add_row(key, value)
+    gate = (
+        "[green]passed[/green]"
+        if registered.gate.passed
+        else "[red]failed[/red]: " + "; ".join(registered.gate.reasons)
+    )
+    table.add_row("gate", gate)
+    table.add_row("aliases", ", ".join(registered.aliases) or "(none)")
+    console.print(table)
+
+
+def promote(
+    bootstrap: bool = typer.Option(
+        False, "--bootstrap", help="first champion for every stage without one"
+    ),
+    stage: list[str] = typer.Option([], "--stage", help="stage(s) to act on (default: all)"),
+    yes: bool = typer.Option(False, "--yes", help="do it without asking"),
+    by: str | None = typer.Option(None, "--by", help="who approves (default: the OS user)"),
+    params_file: Path = PARAMS,
+) -> None:
+    """Move `champion`: `--bootstrap` sets a first one; otherwise the challenger is promoted."""
+    from pipelines.contract import STAGES
+    from pipelines.registry import bootstrap_champion, promote_challenger
+
+    params = _params(params_file)
+    by = by or getpass.getuser()
+    stages = tuple(stage) or STAGES
+    action = "bootstrap a first champion for" if bootstrap else "promote the challenger of"
+    if not yes and not typer.confirm(f"{action} {', '.join(stages)}?"):
+        raise typer.Exit(1)
+    if bootstrap:
+        outcomes = bootstrap_champion(params, by=by, stages=stages)
+    else:
+        try:
+            outcomes = [promote_challenger(params, s, approved_by=by) for s in stages]
+        except LookupError as err:
+            console.print(f"[red]{err}[/red]")
+            raise typer.Exit(1) from None
+    table = Table(title="champion" + (" (bootstrap)" if bootstrap else ""))
+    for column in ("stage", "model", "champion", "previous", "note"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o.stage, o.name, o.version or "-", o.previous or "-", o.skipped or "moved")
+    console.print(table)
+
+
+@mlflow_server_app.command("start")
+def server_start(
+    port: int | None = typer.Option(None, "--port", help="default: register.server_port"),
+    params_file: Path = PARAMS,
+) -> None:
+    """Start `mlflow server` on 127.0.0.1 (same store as the embedded default) and wait for it."""
+    from flows.services import start_mlflow_server
+
+    params = _params(params_file)
+    try:
+        info = start_mlflow_server(params, port=port)
+    except (RuntimeError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"mlflow server {info.url} (pid {info.pid}, log {info.log})")
+    console.print(f"use it: export CASEPILOT_MLFLOW_TRACKING_URI={info.url}")
+
+
+@mlflow_server_app.command("stop")
+def server_stop(params_file: Path = PARAMS) -> None:
+    """Stop the local `mlflow server` and all its worker processes."""
+    from flows.services import stop_mlflow_server
+
+    stopped = stop_mlflow_server(_params(params_file))
+    console.print("stopped mlflow server" if stopped else "no mlflow server was running")
+
+
+@mlflow_server_app.command("status")
+def server_status(params_file: Path = PARAMS) -> None:
+    """Show whether the local `mlflow server` runs and answers `/health`."""
+    from flows.services import healthy, read_server
+
+    info = read_server(_params(params_file))
+    if info is None:
+        console.print("mlflow server: not running")
+        raise typer.Exit(1)
+    state = "healthy" if healthy(info.url) else "[red]not answering /health[/red]"
+    console.print(
+        f"mlflow server {info.url}: {state} (pid {info.pid}, store {info.backend_store_uri})"
+    )

@@ -1,0 +1,543 @@
+"""Typed configuration: `params.yaml` loaded once into frozen pydantic models, one per section.
+
+Unknown keys and bad values fail with a `ConfigError` that names the key and the fix. Endpoints
+can be overridden from the environment (see `ENDPOINT_ENV`), and every endpoint left empty
+resolves to embedded state under `CASEPILOT_HOME`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.home import Home
+
+
+class Section(BaseModel):
+    """A params.yaml section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- data
+
+
+class SourceConfig(Section):
+    kind: Literal["folder", "sql"] = Field("folder", description="where fresh batches come from")
+    path: str = Field("incoming", description="folder source: relative to CASEPILOT_HOME/data")
+    url: str | None = Field(None, description="sql source: SQLAlchemy URL")
+    query: str | None = Field(None, description="sql source: query returning LabeledCase columns")
+    batch_column: str = Field("batch", description="sql source: column that names the batch")
+
+    @model_validator(mode="after")
+    def _sql_needs_url_and_query(self) -> SourceConfig:
+        if self.kind == "sql" and not (self.url and self.query):
+            raise ValueError("kind 'sql' needs both 'url' and 'query'; set them or use 'folder'")
+        return self
+
+
+class SynthConfig(Section):
+    seed: int = 7
+    days: int = Field(14, ge=1, le=365)
+    cases_per_day: int = Field(300, ge=10)
+    topics: int = Field(32, ge=30, description="topics of the fictional payments company")
+    not_answerable_share: float = Field(0.2, ge=0.0, lt=1.0)
+    label_noise: float = Field(0.02, ge=0.0, lt=1.0, description="share of flipped topic labels")
+    pii_share: float = Field(0.1, ge=0.0, le=1.0, description="share of messages with planted PII")
+    typo_rate: float = Field(0.15, ge=0.0, le=1.0)
+    drift_from_day: int | None = Field(
+        8, ge=1, description="from this day a new topic appears and vocabulary shifts; null = never"
+    )
+    drift_topic_share: float = Field(
+        0.15, ge=0.0, le=1.0, description="share of answerable traffic on the new topic after drift"
+    )
+    followup_share: float = Field(
+        0.12, ge=0.0, le=1.0, description="share of answerable cases that are context follow-ups"
+    )
+
+
+class ValidationConfig(Section):
+    min_message_chars: int = Field(2, ge=1)
+    max_message_chars: int = Field(4000, ge=10)
+    not_answerable_share: tuple[float, float] = (0.02, 0.6)
+    max_label_shift: float = Field(
+        0.3, gt=0.0, le=1.0, description="total-variation distance of topic mix vs reference"
+    )
+    max_pii_rate: float = Field(0.25, ge=0.0, le=1.0, description="share of messages with PII")
+    max_label_disagreement: float = Field(
+        0.15, gt=0.0, le=1.0, description="share of labels an independent labeler disputes"
+    )
+    max_not_answerable_shift: float = Field(
+        0.15, gt=0.0, le=1.0, description="|not-answerable share - the reference's| allowed"
+    )
+    max_label_conflict_share: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="share of rows whose message (with context) carries another label in the "
+        "batch or reference; 0 = none at all (label noise makes a little of it normal)",
+    )
+    taxonomy: str = Field(
+        "taxonomy.json",
+        description="JSON topics file (list of names or of {name: ...}, or {topics: [...]}), "
+        "relative to CASEPILOT_HOME/data; when absent, the reference's topics are the taxonomy",
+    )
+    reference: str | None = Field(
+        None, description="JSONL/Parquet of LabeledCase to compare with; null = accepted data"
+    )
+    min_reference_cases: int = Field(
+        50, ge=1, description="fewer labeled reference cases skip the reference checks"
+    )
+    min_rows_for_mix: int = Field(
+        50, ge=1, description="smaller batches skip the mix-vs-reference checks (sampling noise)"
+    )
+    max_reference_cases: int = Field(
+        5000, ge=10, description="reference cases embedded for label agreement (stable sample)"
+    )
+    agreement_k: int = Field(7, ge=1, description="nearest reference neighbours that vote")
+    embedder: str = Field("minilm", description="sentence embedder for label agreement")
+
+
+class PiiConfig(Section):
+    """PII redaction (pipelines/redact.py): Presidio recognizers, offline."""
+
+    phone_regions: tuple[str, ...] = Field(
+        ("US", "GB", "DE", "FR", "IE", "NL", "ES", "IT"),
+        description="ISO regions whose national phone formats `phonenumbers` looks for",
+    )
+    detect_person: bool = Field(True, description="redact person names (name lists + cues)")
+    min_score: float = Field(0.35, ge=0.0, le=1.0, description="Presidio score to redact at")
+
+
+class WeakConfig(Section):
+    """Weak supervision (pipelines/weak/): labeling functions + Snorkel label model."""
+
+    knn_k: int = Field(7, ge=1, description="gold neighbours that vote in the kNN labeler")
+    knn_min_similarity: float = Field(
+        0.55, ge=-1.0, le=1.0, description="kNN abstains below this cosine similarity"
+    )
+    macro_min_score: float = Field(
+        85.0, ge=0.0, le=100.0, description="rapidfuzz score for 'agent reply is a macro'"
+    )
+    keywords_per_topic: int = Field(6, ge=0, description="keyword LFs mined per topic")
+    keyword_min_precision: float = Field(0.85, gt=0.0, le=1.0, description="on gold cases")
+    keyword_min_count: int = Field(3, ge=1, description="gold cases a keyword must appear in")
+    holdout_share: float = Field(
+        0.3, gt=0.0, lt=1.0, description="gold slice kept out of LF mining to measure accuracy"
+    )
+    label_model_epochs: int = Field(100, ge=1, description="Snorkel LabelModel training epochs")
+    seed: int = 13
+
+
+class DataConfig(Section):
+    source: SourceConfig = SourceConfig()
+    synth: SynthConfig = SynthConfig()
+    validation: ValidationConfig = ValidationConfig()
+    pii: PiiConfig = PiiConfig()
+    weak: WeakConfig = WeakConfig()
+    validation_share: float = Field(0.15, gt=0.0, lt=0.5, description="held-out share")
+    split_seed: int = 13
+
+
+# ---------------------------------------------------------------- model stages
+
+
+class ClassifierConfig(Section):
+    """A fine-tuned encoder classifier (trigger, topic)."""
+
+    base_model: str = Field("minilm", description="'minilm' (packaged) or a local path / hub id")
+    max_length: int = Field(64, ge=8, le=512)
+    epochs: float = Field(4.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    early_stopping_patience: int = Field(2, ge=1)
+    target_precision: float = Field(0.95, gt=0, lt=1, description="threshold chosen to meet it")
+    seed: int = 42
+    deepspeed: str | None = Field(None, description="path to a DeepSpeed ZeRO config, or null")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of steps warming up the lr")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (tests)")
+    metric_for_best_model: Literal["loss", "accuracy", "f1"] = Field(
+        "f1", description="validation metric that early stopping and best-model reload follow"
+    )
+    class_weights: Literal["balanced", "sqrt", "none"] = Field(
+        "balanced", description="weighted cross-entropy: inverse class frequency, its root, or off"
+    )
+    bf16: bool = Field(False, description="bf16 autocast while training (CPU AMX / GPU)")
+    torch_threads: int = Field(2, ge=1, description="torch intra-op threads on CPU")
+
+
+class TriggerConfig(ClassifierConfig):
+    target_precision: float = Field(0.97, gt=0, lt=1)
+
+
+class TopicConfig(ClassifierConfig):
+    target_precision: float = Field(0.93, gt=0, lt=1)
+
+
+class RetrieveConfig(Section):
+    embedder: str = Field(
+        "minilm", description="'minilm' (packaged) or a sentence-transformers path"
+    )
+    qdrant_location: str | None = Field(
+        None, description="Qdrant URL (server) or null for embedded files under CASEPILOT_HOME"
+    )
+    top_k: int = Field(20, ge=1, le=200)
+    min_similarity: float = Field(
+        0.35, ge=-1, le=1, description="abstain when the best hit's cosine similarity is below it"
+    )
+    batch_size: int = Field(
+        64, ge=1, description="texts per embedding batch, queries per search batch"
+    )
+    passage_chars: int = Field(
+        600, ge=50, description="doc bodies are split into passages this long"
+    )
+    oversample: int = Field(
+        10, ge=1, description="embedded Qdrant: search top_k×oversample unfiltered, then by topic"
+    )
+    relevance_match: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="evaluation: a hit is relevant when its reply matches this well",
+    )
+
+
+class GeneratorConfig(Section):
+    """A decoder-only LM stage (answer, tone)."""
+
+    base_model: str | None = Field(
+        None, description="local path or cached hub id; null builds a small model from `tiny`"
+    )
+    # Sized for 2 CPU cores: ~0.6 CPU-s per step of 16 prompts (~160 tokens) on the synthetic world.
+    tiny_layers: int = Field(3, ge=1)
+    tiny_hidden: int = Field(192, ge=16)
+    tiny_heads: int = Field(4, ge=1)
+    vocab_size: int = Field(4000, ge=256, description="tokenizer trained on the corpus")
+    max_length: int = Field(
+        256, ge=32, description="prompt + reply tokens; the prompt is cut first"
+    )
+    max_new_tokens: int = Field(64, ge=1)
+    epochs: float = Field(4.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1)
+    lora: bool = Field(False, description="LoRA adapter (peft) instead of full fine-tuning")
+    lora_rank: int = Field(16, ge=1)
+    seed: int = 42
+    deepspeed: str | None = None
+
+
+class AnswerConfig(GeneratorConfig):
+    min_confidence: float = Field(0.35, ge=0, le=1)
+    min_groundedness: float = Field(0.5, ge=0, le=1)
+    retrieved_match_similarity: float = Field(
+        0.92, ge=0, le=1, description="return a retrieved reply as is above this similarity"
+    )
+    max_passages: int = Field(3, ge=1, description="retrieved passages put in the prompt")
+    passage_chars: int = Field(200, ge=50, description="doc passage length in training prompts")
+
+
+class ToneConfig(GeneratorConfig):
+    lora: bool = True
+    min_faithfulness: float = Field(0.8, ge=0, le=1, description="below it, keep the draft")
+    identity_share: float = Field(
+        0.2, ge=0, le=1, description="extra (reply → same reply) pairs so house style is left alone"
+    )
+
+
+class QuantizeConfig(Section):
+    method: Literal[
+        "auto", "none", "bf16", "int8_dynamic", "quanto_int8", "quanto_int4", "gptq"
+    ] = Field("auto", description="'auto' measures the CPU candidates and keeps the best")
+    max_metric_drop: float = Field(0.01, ge=0, le=1, description="in metric units (0.01 = 1 point)")
+    gptq_bits: Literal[2, 3, 4, 8] = 4
+    gptq_group_size: int = 128
+
+
+class RegisterConfig(Section):
+    tracking_uri: str | None = Field(None, description="null = SQLite under CASEPILOT_HOME")
+    model_prefix: str = "casepilot-"
+    experiment: str = Field(
+        "casepilot-registry", description="MLflow experiment that holds the registration runs"
+    )
+    server_port: int = Field(
+        5000, ge=1, le=65535, description="`casepilot mlflow-server start`: port on 127.0.0.1"
+    )
+    server_workers: int = Field(1, ge=1, description="`mlflow server` worker processes")
+    # minimum offline metric per stage for the `challenger` alias, e.g. {topic: {accuracy: 0.9}}
+    gates: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "trigger": {"auroc": 0.9},
+            "topic": {"accuracy": 0.8},
+            "retrieve": {"recall_at_k": 0.7},
+            "answer": {"rouge_l": 0.2},
+            "tone": {"faithfulness": 0.7},
+        }
+    )
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    prediction_log_url: str | None = Field(None, description="null = SQLite under CASEPILOT_HOME")
+    shadow: dict[str, bool] = Field(
+        default_factory=lambda: dict.fromkeys(
+            ("trigger", "topic", "retrieve", "answer", "tone"), True
+        )
+    )
+    shadow_timeout_s: float = Field(5.0, gt=0)
+    shadow_queue_size: int = Field(256, ge=1)
+    api_key_env: str = Field("CASEPILOT_API_KEY", description="env var holding the API key")
+    max_request_bytes: int = Field(65536, ge=1024)
+    reload_poll_s: float = Field(30.0, gt=0)
+    max_batch_size: int = Field(
+        32, ge=1, description="most requests per cascade batch (1 = no batching)"
+    )
+    max_latency_ms: int = Field(
+        200, ge=1, description="cap on batch_linger_ms: the longest a request waits for batch-mates"
+    )
+    batch_linger_ms: float = Field(
+        0.0,
+        ge=0,
+        description="extra wait for batch-mates when the model is idle; 0 = greedy batching "
+        "(a batch is what queued while the previous one ran, so an idle service adds no wait)",
+    )
+    torch_threads: int = Field(
+        1,
+        ge=1,
+        description="torch intra-op threads of each model thread (champion, shadow); more than "
+        "1 on a small, busy CPU makes every op wait for a second core",
+    )
+
+
+class PagerConfig(Section):
+    """Where pages go (monitoring/paging.py): a JSON-lines log, PagerDuty, Slack or a webhook."""
+
+    kind: Literal["log", "pagerduty", "slack", "webhook"] = "log"
+    url: str | None = Field(
+        None,
+        description="endpoint to POST to; PagerDuty: https://events.pagerduty.com/v2/enqueue",
+    )
+    routing_key_env: str = Field(
+        "CASEPILOT_PAGERDUTY_ROUTING_KEY", description="env var holding the PagerDuty routing key"
+    )
+    cooldown_minutes: float = Field(
+        60.0, ge=0, description="a page with the same dedup key within this is suppressed"
+    )
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout per attempt")
+    retries: int = Field(3, ge=1, description="attempts on connection errors, 429 and 5xx")
+    retry_backoff_s: float = Field(1.0, ge=0, description="first wait between attempts, doubling")
+
+    @model_validator(mode="after")
+    def _http_kinds_need_url(self) -> PagerConfig:
+        if self.kind != "log" and not self.url:
+            raise ValueError(
+                f"pager kind '{self.kind}' needs 'url' (PagerDuty: "
+                "https://events.pagerduty.com/v2/enqueue); set it or use kind 'log'"
+            )
+        return self
+
+
+class MonitorConfig(Section):
+    window_cases: int = Field(200, ge=10, description="cases per monitoring window")
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="share of drifted columns that breaches"
+    )
+    embedding_drift_threshold: float = Field(0.55, gt=0, le=1)
+    breach_n: int = Field(2, ge=1, description="page when N of the last M windows breach")
+    breach_m: int = Field(3, ge=1)
+    match_threshold: float = Field(0.8, gt=0, le=1, description="suggestion ~ sent reply")
+    evidently_project: str = "casepilot"
+    column_drift_p_value: float = Field(
+        0.05, gt=0, lt=1, description="a column signal drifts when its test's p-value is below"
+    )
+    max_reference_cases: int = Field(
+        600, ge=50, description="reference cases sampled (stable seed) into each drift report"
+    )
+    ui_port: int = Field(
+        8000, ge=1, le=65535, description="`evidently ui` port on 127.0.0.1 (evidence links)"
+    )
+    embedding_tsne: bool = Field(
+        False,
+        description="add Evidently's EmbeddingsDrift widget (a t-SNE picture: 5-70 s per window "
+        "on 2 cores); the embedding drift score is computed and plotted either way",
+    )
+    history_file: str = Field(
+        "monitor_history.json", description="per-window breach history, under CASEPILOT_HOME/logs"
+    )
+    pager: PagerConfig = PagerConfig()
+
+    @model_validator(mode="after")
+    def _n_of_m(self) -> MonitorConfig:
+        if self.breach_n > self.breach_m:
+            raise ValueError(f"breach_n ({self.breach_n}) must be <= breach_m ({self.breach_m})")
+        return self
+
+
+class PromoteConfig(Section):
+    min_cases: int = Field(200, ge=1, description="shadow cases before a decision")
+    significance: float = Field(0.05, gt=0, lt=1)
+    max_stage_regression: float = Field(0.02, ge=0, le=1)
+    approval_tag: str = "casepilot.approved_by"
+    rollback_drop: float = Field(0.05, gt=0, le=1, description="match-rate drop that rolls back")
+    rollback_min_cases: int = Field(
+        50, ge=1, description="cases served by a new champion before a rollback decision"
+    )
+
+
+class ScheduleConfig(Section):
+    prefect_api_url: str | None = Field(None, description="null = ephemeral / `casepilot up`")
+    work_pool: str = "casepilot-process"
+    retrain_cron: str = "0 3 * * *"
+    monitor_cron: str = "0 * * * *"
+    timezone: str = "UTC"
+
+
+# `register` is a section name and also ABCMeta.register on every pydantic model; harmless here.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class Params(Section):
+    """All of params.yaml, plus the resolved state folder."""
+
+    data: DataConfig = DataConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    topic: TopicConfig = TopicConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
+    answer: AnswerConfig = AnswerConfig()
+    tone: ToneConfig = ToneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    register: RegisterConfig = RegisterConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    promote: PromoteConfig = PromoteConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    home: Home = Field(default_factory=Home.from_env, exclude=True)
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking URI: configured, or SQLite under CASEPILOT_HOME."""
+        return self.register.tracking_uri or f"sqlite:///{self.home.mlflow / 'mlflow.db'}"
+
+    @property
+    def qdrant_location(self) -> str:
+        """A Qdrant server URL, or the embedded store's folder under CASEPILOT_HOME."""
+        return self.retrieve.qdrant_location or str(self.home.qdrant)
+
+    @property
+    def prediction_log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL: configured, or SQLite under CASEPILOT_HOME."""
+        return self.serve.prediction_log_url or f"sqlite:///{self.home.logs / 'predictions.db'}"
+
+
+# (section, key) ← environment variable; the environment wins over params.yaml.
+ENDPOINT_ENV: dict[tuple[str, str], str] = {
+    ("register", "tracking_uri"): "CASEPILOT_MLFLOW_TRACKING_URI",
+    ("schedule", "prefect_api_url"): "CASEPILOT_PREFECT_API_URL",
+    ("retrieve", "qdrant_location"): "CASEPILOT_QDRANT_LOCATION",
+    ("serve", "prediction_log_url"): "CASEPILOT_PREDICTION_LOG_URL",
+}
+
+
+class ConfigError(ValueError):
+    """params.yaml is wrong; the message names the key and the fix."""
+
+
+def load_params(
+    path: str | Path = "params.yaml",
+    *,
+    home: Home | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Params:
+    """Read params.yaml (a missing file means all defaults), apply env overrides, validate."""
+    path = Path(path)
+    raw: Any = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}"
+        )
+    return params_from_mapping(
+        raw, source=str(path), home=home, env=os.environ if env is None else env
+    )
+
+
+def params_from_mapping(
+    raw: Mapping[str, Any],
+    *,
+    source: str = "params.yaml",
+    home: Home | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Params:
+    """Validate an already-parsed params mapping (see `load_params`)."""
+    merged = {
+        section: dict(value) if isinstance(value, dict) else value for section, value in raw.items()
+    }
+    for (section, key), var in ENDPOINT_ENV.items():
+        if env and env.get(var):
+            if not isinstance(merged.get(section, {}), dict):
+                continue  # reported by validation below
+            merged.setdefault(section, {})[key] = env[var]
+    try:
+        return Params.model_validate({**merged, "home": home or Home.from_env(env)})
+    except ValidationError as err:
+        raise ConfigError(_explain(err, source)) from None
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s):"]
+    for problem in err.errors():
+        loc = [str(part) for part in problem["loc"]]
+        key = ".".join(loc)
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key. {_did_you_mean(loc)}")
+        else:
+            got = problem.get("input")
+            lines.append(f"  - {key}: {problem['msg']} (got {got!r}). {_field_help(loc)}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Params
+    for part in loc:
+        field = model.model_fields.get(part) if model else None
+        annotation = field.annotation if field else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return model
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    parent = _model_at(loc[:-1])
+    known = sorted(name for name in (parent.model_fields if parent else {}) if name != "home")
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    hint = f"Did you mean '{close[0]}'? " if close else ""
+    return f"{hint}Known keys here: {', '.join(known)}."
+
+
+def _field_help(loc: list[str]) -> str:
+    parent = _model_at(loc[:-1])
+    field = parent.model_fields.get(loc[-1]) if parent else None
+    if (
+        field is None
+        or isinstance(field.annotation, type)
+        and issubclass(field.annotation, BaseModel)
+    ):
+        return "Fix the values of that section in params.yaml."
+    described = f" ({field.description})" if field.description else ""
+    default = field.get_default(call_default_factory=True)
+    return f"Fix: set a valid value{described}; the default is {default!r}."

@@ -1,0 +1,42 @@
+"""Data intake (issue 3): pull batches, validate with Great Expectations, quarantine or accept.
+
+run_intake(params)            pull unseen batches from the source, validate and route each
+load_accepted(params)         every accepted (validated, PII-redacted) LabeledCase
+list_quarantine(params)       batches held back, with the expectations they failed
+release(batch_id, params)     re-validate a fixed quarantined batch; accept it if it passes
+data_version(repo_root)       the accepted dataset's DVC hash (or a content-hash fallback)
+"""
+
+from pipelines.intake.run import (
+    BatchOutcome,
+    IntakeError,
+    IntakeReport,
+    process_staged,
+    pull,
+    release,
+    run_intake,
+)
+from pipelines.intake.store import (
+    IntakePaths,
+    QuarantinedBatch,
+    data_version,
+    list_quarantine,
+    load_accepted,
+)
+from pipelines.intake.suite import ValidationSummary
+
+__all__ = [
+    "BatchOutcome",
+    "IntakeError",
+    "IntakePaths",
+    "IntakeReport",
+    "QuarantinedBatch",
+    "ValidationSummary",
+    "data_version",
+    "list_quarantine",
+    "load_accepted",
+    "process_staged",
+    "pull",
+    "release",
+    "run_intake",
+]

@@ -1,0 +1,1 @@
+"""The cascade stages: trigger, topic, retrieve, answer, tone (one module each)."""

@@ -1,0 +1,50 @@
+"""Shared test setup: every test run keeps its state in a temporary CASEPILOT_HOME."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from pipelines.home import Home
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module imports a framework: telemetry off, offline hub, state out of ~.
+    home = Home(Path(os.environ.get("CASEPILOT_TEST_HOME", "/tmp/casepilot-test-home")).resolve())
+    os.environ["CASEPILOT_HOME"] = str(home.root)
+    home.apply()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
+    """A fresh CASEPILOT_HOME for one test."""
+    test_home = Home(tmp_path / "home").ensure()
+    monkeypatch.setenv("CASEPILOT_HOME", str(test_home.root))
+    return test_home
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public datasets beside the repo; skips when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (see ../shared/data/README.md)")
+    return SHARED_DATA
+
+
+def postgres_url(database: str = "test") -> str:
+    """URL of the PostgreSQL server on 127.0.0.1:5432, or skip with the reason."""
+    url = os.environ.get(
+        "CASEPILOT_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            pass
+    except OSError as err:
+        pytest.skip(f"no PostgreSQL server reachable on 127.0.0.1:5432 ({err})")
+    return url
