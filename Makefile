@@ -8,7 +8,7 @@ TORCH_WHEELS ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(TORCH_WHEELS)/torch-2.13.0+cpu-*.whl),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(TORCH_SOURCE) -c constraints/cpu.txt
 
-.PHONY: install demo test test-fast lint lock clean
+.PHONY: install browser demo test test-fast lint lock clean
 
 install: $(VENV)/.installed
 
@@ -21,8 +21,16 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 demo: install
 	$(BIN)/casepilot demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# Debian's headless Chromium for tests/test_ui_screenshots.py (it skips, saying why, without one).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  || echo "browser: installing chromium failed; the UI screenshot test will skip"; \
+	else echo "browser: no /usr/bin/chromium and no root apt-get to install it; the UI screenshot test will skip"; fi
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"

@@ -23,6 +23,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+# params.yaml's trigger/topic training defaults are sized for Banking77/CLINC150 (10k+ cases);
+# on a 3-day world (~20 training cases per topic) 4 epochs at 5e-5 leave the topic model at
+# ~70% accuracy. The benchmark trains them as the behavioural tests do (tests/test_classifiers.py)
+# and records these overrides in the results; every other setting comes from params.yaml.
+SMALL_WORLD_TRAINING = {
+    "trigger": {"epochs": 3.0, "learning_rate": 1e-4, "warmup_ratio": 0.1},
+    "topic": {"epochs": 6.0, "learning_rate": 3e-4, "warmup_ratio": 0.1},
+}
+CURVE_POINTS = 12
 
 
 def reference_ceiling(train, val) -> float:
@@ -46,12 +55,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="models + index (default: home)")
     parser.add_argument("--out", type=Path, default=RESULTS / "cascade.json")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="the frozen-embedding floor instead of fine-tuned stages (see cascade_frozen.py)",
+    )
     args = parser.parse_args()
 
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.config import load_params
     from pipelines.dataset import split_cases
-    from pipelines.evaluate_cascade import evaluate_cascade
+    from pipelines.evaluate_cascade import cascade_curve, evaluate_cascade
     from pipelines.stages import answer, retrieve, tone, topic, trigger
     from pipelines.synth.world import generate_world
     from pipelines.text_metrics import rouge_l
@@ -73,33 +87,43 @@ def main() -> None:
         print(f"{name}: {seconds[name]} s", flush=True)
         return result
 
-    timed(
-        "train_trigger", trigger.train, params.trigger, split.train, split.val, models / "trigger"
-    )
-    timed("train_topic", topic.train, params.topic, split.train, split.val, models / "topic")
-    timed(
-        "build_index",
-        retrieve.train,
-        params.retrieve,
-        split.train,
-        split.val,
-        models / "retrieve",
-        docs=world.docs,
-        location=str(work / "qdrant"),
-        data_version=f"synth-{args.seed}-{args.days}",
-    )
-    timed(
-        "train_answer",
-        answer.train,
-        params.answer,
-        split.train,
-        split.val,
-        models / "answer",
-        docs=world.docs,
-    )
-    timed("train_tone", tone.train, params.tone, split.train, split.val, models / "tone")
+    if args.frozen:
+        from cascade_frozen import build_frozen_cascade
 
-    cascade = load_cascade_from_dirs(models, qdrant_location=str(work / "qdrant"))
+        work = work.with_name(work.name + "-frozen")
+        cascade, fitted = timed(
+            "fit_frozen", build_frozen_cascade, params, split.train, split.val, world.docs, work
+        )
+    else:
+        fitted = {}
+        trigger_cfg = params.trigger.model_copy(update=SMALL_WORLD_TRAINING["trigger"])
+        topic_cfg = params.topic.model_copy(update=SMALL_WORLD_TRAINING["topic"])
+        timed(
+            "train_trigger", trigger.train, trigger_cfg, split.train, split.val, models / "trigger"
+        )
+        timed("train_topic", topic.train, topic_cfg, split.train, split.val, models / "topic")
+        timed(
+            "build_index",
+            retrieve.train,
+            params.retrieve,
+            split.train,
+            split.val,
+            models / "retrieve",
+            docs=world.docs,
+            location=str(work / "qdrant"),
+            data_version=f"synth-{args.seed}-{args.days}",
+        )
+        timed(
+            "train_answer",
+            answer.train,
+            params.answer,
+            split.train,
+            split.val,
+            models / "answer",
+            docs=world.docs,
+        )
+        timed("train_tone", tone.train, params.tone, split.train, split.val, models / "tone")
+        cascade = load_cascade_from_dirs(models, qdrant_location=str(work / "qdrant"))
     report = timed(
         "evaluate_cascade",
         evaluate_cascade,
@@ -118,6 +142,15 @@ def main() -> None:
         for s, c in emitted
     )
     metrics = report.metrics
+    wanted = [c.answerable and bool(c.agent_reply) for c in split.val]
+    curve_coverage, curve_precision = cascade_curve(report.suggestions, report.correct, wanted)
+    picks = (
+        sorted(
+            {round(i * (len(curve_coverage) - 1) / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)}
+        )
+        if len(curve_coverage)
+        else []
+    )
     result = {
         "goal": {"precision_at_least": 0.9, "coverage_at_least": 0.6},
         "met": bool(
@@ -129,7 +162,14 @@ def main() -> None:
         "precision": metrics["precision"],
         "abstentions_without_reason": metrics["abstentions_without_reason"],
         "abstain_reasons": report.abstain_reasons,
+        "precision_coverage_curve": [
+            {"coverage": float(curve_coverage[i]), "precision": float(curve_precision[i])}
+            for i in picks
+        ],
         "reference_ceiling": reference_ceiling(split.train, split.val),
+        "mode": "frozen_baseline" if args.frozen else "fine_tuned",
+        "frozen_fit_on_val": fitted,
+        "training_overrides": {} if args.frozen else SMALL_WORLD_TRAINING,
         "precision_topic_macro": topic_macro / max(len(emitted), 1),
         "metrics": metrics,
         "split": {
@@ -145,10 +185,19 @@ def main() -> None:
             "topics": len(world.topics),
             "docs": len(world.docs),
         },
+        "thresholds": {
+            name: getattr(getattr(stage, "meta", None), "threshold", None)
+            for name, stage in (("trigger", cascade.trigger), ("topic", cascade.topic))
+        }
+        | {"answer.retrieved_match_similarity": params.answer.retrieved_match_similarity},
         "versions": cascade.versions,
         "seconds": seconds,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

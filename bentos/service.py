@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bentos.batching import MicroBatcher
 from bentos.guard import NOT_READY, GuardMiddleware
+from bentos.inflight import InFlight
 from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Reloader, StageCache
 from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
 from pipelines.config import Params, load_params
@@ -113,7 +114,7 @@ def metrics() -> dict[str, Any]:
         ),
         "shadow_failures": bentoml.metrics.Counter(
             name="casepilot_shadow_failures_total",
-            documentation="Shadow runs that failed (error, timeout, dropped, paused)",
+            documentation="Shadow runs that failed (error, timeout, paused); shed is not a failure",
             labelnames=["kind"],
         ),
         "reloads": bentoml.metrics.Counter(
@@ -199,13 +200,17 @@ class CopilotService:
             name="champion",
             initializer=functools.partial(_torch_threads, cfg.torch_threads),
         )
+        self.in_flight = InFlight()  # champion requests being served: the shadow yields to them
         self.shadow = ShadowRunner(
             self._shadow_batch,
             self._record,
             timeout_s=cfg.shadow_timeout_s,
             queue_size=cfg.shadow_queue_size,
-            max_batch=cfg.max_batch_size,
+            max_batch=cfg.shadow_max_batch,
             initializer=functools.partial(_torch_threads, cfg.torch_threads),
+            in_flight=self.in_flight,
+            quiet_s=cfg.shadow_quiet_ms / 1000,
+            nice=cfg.shadow_nice,
         )
         self._loader = threading.Thread(target=self._first_load, name="model-load", daemon=True)
         self._loader.start()
@@ -276,7 +281,8 @@ class CopilotService:
         if self.reloader.current is None:
             raise ServiceUnavailable(NOT_READY)
         turns = tuple(Turn(role=t.role, text=t.text) for t in context)
-        suggestion = await self.champion.submit((message, turns))
+        with self.in_flight.track():
+            suggestion = await self.champion.submit((message, turns))
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = uuid.uuid4().hex
         outcome = "abstained" if suggestion.text is None else "emitted"

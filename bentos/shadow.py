@@ -1,17 +1,25 @@
 """Shadow runs: the challenger scores the champion's input off the request path, bounded and timed.
 
-`ShadowRunner.submit` never blocks and never raises: a full queue drops the shadow run (the
-record is still written, with the reason). One dispatcher thread takes up to `max_batch` queued
-jobs at a time and runs them on a low-priority model thread with a timeout; a run that crashes
-or times out is reported through `on_done` with its reason and counted, never raised. A run that
-hangs keeps its thread, so the runner moves on with a fresh one; past `max_hung` stuck threads
-it pauses shadowing (jobs still complete, with the reason) until they return.
+The shadow yields to the champion. On 2 cores a challenger doing the champion's work again at
+the same time would take the champion's CPU and its turns at the GIL, so the dispatcher holds
+each shadow batch until no champion request has been in flight for `quiet_s` (`InFlight`), and
+runs it on its own model thread (optionally at a lower OS priority, `nice`). Under sustained
+load jobs wait in a bounded queue; once it is full new jobs are *shed*: their record is still
+written, with the reason and outcome `shed`, so the shadow comparison says how many cases it
+covers. Queued jobs run when the service goes idle, which is where a real copilot's shadow
+cases come from.
+
+`ShadowRunner.submit` never blocks and never raises. A run that crashes or times out is reported
+through `on_done` with its reason and counted, never raised. A run that hangs keeps its thread,
+so the runner moves on with a fresh one; past `max_hung` stuck threads it pauses shadowing (jobs
+still complete, with the reason) until they return.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -21,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from bentos.inflight import InFlight
 from pipelines.contract import Suggestion, Turn
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "skipped", "error", "timeout", "dropped", "paused", "stopped"]
-FAILURES: tuple[Outcome, ...] = ("error", "timeout", "dropped", "paused")
-SHADOW_NICE = 10  # the challenger yields the CPU to the champion on a busy box
+Outcome = Literal["ok", "skipped", "error", "timeout", "shed", "paused", "stopped"]
+FAILURES: tuple[Outcome, ...] = ("error", "timeout", "paused")  # shed is by design, not a fault
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,12 @@ class ShadowResult:
 RunBatch = Callable[[Sequence[ShadowJob]], Sequence[Suggestion | None]]
 
 
-def _lower_priority() -> None:
-    """Renice the calling thread (Linux: per thread); harmless where unsupported."""
+def _lower_priority(nice: int) -> None:
+    """Renice the calling thread by `nice` (Linux: per thread); harmless where unsupported."""
+    if nice <= 0:
+        return
     with contextlib.suppress(AttributeError, OSError):  # platform dependent
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 @dataclass
@@ -80,10 +90,15 @@ class _ModelThread:
     the service from exiting.
     """
 
-    def __init__(self, initializer: Callable[[], None] | None = None) -> None:
-        self._initializer = initializer
+    def __init__(
+        self,
+        initializer: Callable[[], None] | None = None,
+        name: str = "shadow-model",
+        nice: int = 0,
+    ) -> None:
+        self._initializer, self._nice = initializer, nice
         self._calls: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._work, name="shadow-model", daemon=True).start()
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -94,7 +109,7 @@ class _ModelThread:
         self._calls.put(_STOP)
 
     def _work(self) -> None:
-        _lower_priority()
+        _lower_priority(self._nice)
         if self._initializer is not None:
             self._initializer()
         while (call := self._calls.get()) is not _STOP:
@@ -120,24 +135,32 @@ class ShadowRunner:
         max_batch: int = 8,
         max_hung: int = 2,
         initializer: Callable[[], None] | None = None,
+        in_flight: InFlight | None = None,
+        quiet_s: float = 0.0,
+        nice: int = 0,
     ) -> None:
         self._run_batch, self._on_done = run_batch, on_done
         self._initializer = initializer  # runs first on each model thread
         self.timeout_s, self.max_batch, self.max_hung = timeout_s, max_batch, max_hung
+        self._in_flight, self.quiet_s = in_flight, quiet_s  # None: never wait for the champion
+        self.queue_size, self.nice = queue_size, nice
+        self._yielding = False  # the dispatcher is holding a batch back for the champion
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._state = threading.Condition()
         self._counters = _Counters()
         self._closed = False
         self._hung: list[concurrent.futures.Future] = []
         self._executor = self._new_executor()
+        # Shed jobs are recorded (redacted, logged) here, off the request path, at low priority.
+        self._recorder = _ModelThread(name="shadow-record", nice=nice)
         self._thread = threading.Thread(target=self._dispatch, name="shadow-dispatch", daemon=True)
         self._thread.start()
 
     def _new_executor(self) -> _ModelThread:
-        return _ModelThread(self._initializer)
+        return _ModelThread(self._initializer, nice=self.nice)
 
     def submit(self, job: ShadowJob) -> bool:
-        """Queue a job without waiting; False when it was dropped (queue full or runner closed)."""
+        """Queue a job without waiting; False when it was shed (queue full) or the runner closed."""
         with self._state:
             self._counters.submitted += 1
             closed = self._closed
@@ -147,7 +170,17 @@ class ShadowRunner:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            self._finish([job], "dropped", error="shadow dropped: queue full")
+            error = (
+                f"shadow shed: the champion was busy and {self.queue_size} shadow jobs "
+                "were already waiting (serve.shadow_queue_size)"
+            )
+            with self._state:  # before close() stops the recorder, or else not at all
+                if not self._closed:
+                    self._recorder.submit(
+                        functools.partial(self._finish, [job], "shed", error=error)
+                    )
+                    return False
+            self._finish([job], "shed", error=error)
             return False
         return True
 
@@ -158,12 +191,14 @@ class ShadowRunner:
             return self._state.wait_for(lambda: self._counters.done >= target, timeout=timeout)
 
     def stats(self) -> dict[str, int]:
-        """Counts of jobs submitted, done, per outcome, and model threads still hung."""
+        """Counts of jobs submitted, done, queued, per outcome; hung threads; 1 while yielding."""
         with self._state:
             hung = sum(not f.done() for f in self._hung)
             return {
                 "submitted": self._counters.submitted,
                 "done": self._counters.done,
+                "queued": self._queue.qsize(),
+                "yielding": int(self._yielding),
                 "hung": hung,
                 **self._counters.outcomes,
             }
@@ -177,10 +212,14 @@ class ShadowRunner:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._executor.shutdown()
+        with contextlib.suppress(concurrent.futures.TimeoutError):  # shed records still queued
+            self._recorder.submit(lambda: None).result(timeout)
+        self._recorder.shutdown()
 
     # ------------------------------------------------------------ dispatcher thread
 
     def _dispatch(self) -> None:
+        _lower_priority(self.nice)  # it also records (redacts, logs) shadow results
         while True:
             batch, stop = self._next_batch()
             if batch:
@@ -204,6 +243,10 @@ class ShadowRunner:
         first = self._queue.get()
         if first is _STOP:
             return [], True
+        if self._in_flight is not None:  # yield: start only once the champion has been idle
+            self._yielding = True
+            self._in_flight.wait_quiet(self.quiet_s, cancelled=lambda: self._closed)
+            self._yielding = False
         batch = [first]
         while len(batch) < self.max_batch:
             try:

@@ -9,9 +9,12 @@ from rich.console import Console
 
 from flows.cli_cascade import predict
 from flows.cli_data import data_app
-from flows.cli_registry import mlflow_server_app, promote, register
+from flows.cli_quantize import quantize
+from flows.cli_registry import mlflow_server_app, promote, register, rollback
+from flows.cli_schedule import schedule
 from flows.cli_serve import serve
 from flows.cli_train import evaluate_app, train_app
+from flows.cli_up import down, up
 from pipelines.config import ConfigError, Params, load_params
 
 app = typer.Typer(
@@ -25,7 +28,12 @@ app.add_typer(evaluate_app, name="evaluate")
 app.command("predict")(predict)
 app.command("register")(register)
 app.command("promote")(promote)
+app.command("quantize")(quantize)
+app.command("rollback")(rollback)
 app.command("serve")(serve)
+app.command("schedule")(schedule)
+app.command("up")(up)
+app.command("down")(down)
 app.add_typer(mlflow_server_app, name="mlflow-server")
 console = Console()
 
@@ -58,11 +66,22 @@ def show_params(
 @app.command()
 def demo(
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    overlay: list[Path] = typer.Option(
+        [], "--overlay", help="demo profile overlay(s) on params (default: configs/demo.yaml)"
+    ),
 ) -> None:
-    """Run the lifecycle demo on the embedded synthetic world."""
+    """Run the whole lifecycle demo on the synthetic world (state: $CASEPILOT_HOME/demo)."""
     from flows.demo import run_demo
+    from flows.demo_params import DEMO_OVERLAY
 
-    run_demo(params_or_exit(params_file), console)
+    params_or_exit(params_file)  # a broken params.yaml fails here, with the key and the fix
+    try:
+        summary = run_demo(params_file, console, overlays=tuple(overlay) or (DEMO_OVERLAY,))
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    if any(step.status == "failed" for step in summary.steps):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -199,23 +199,48 @@ def evaluate_cascade(
         console.print(f"MLflow run {run_id} in experiment casepilot-cascade")
 
 
+def _load_for_predict(params: Any, models: Path | None, alias: str, location: str | None) -> Any:
+    """The cascade from a local folder (`--models`), else the registry's `alias` versions."""
+    from pipelines.approval import UnapprovedChampion
+    from pipelines.cascade import load_cascade_from_dirs
+    from pipelines.registry_resolve import load_cascade
+
+    try:
+        if models is not None:
+            return load_cascade_from_dirs(models, qdrant_location=location)
+        return load_cascade(params, alias, qdrant_location=location)
+    except (LookupError, FileNotFoundError, UnapprovedChampion) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+
+
 def predict(
     message: str = typer.Argument(..., help="the customer message"),
-    models: Path = MODELS,
+    alias: str = typer.Option(
+        "champion",
+        "--alias",
+        help="registry alias to answer from: champion, or challenger (falls back to champion)",
+    ),
+    models: Path | None = typer.Option(
+        None, "--models", help="answer from a local folder with trigger/ topic/ … instead"
+    ),
     context: list[str] = typer.Option(
         [], "--context", help="an earlier customer turn (repeatable)"
     ),
     location: str | None = LOCATION,
     params_file: Path = PARAMS,
 ) -> None:
-    """Run the cascade on one message and show each stage's decision and score."""
-    from pipelines.cascade import load_cascade_from_dirs
+    """Answer one message with the cascade (MLflow `champion` by default): each stage's decision."""
     from pipelines.contract import STAGES, Turn
 
-    _params(params_file)
-    cascade = load_cascade_from_dirs(models, qdrant_location=location)
+    if alias not in ("champion", "challenger"):
+        console.print(f"[red]--alias must be champion or challenger, got {alias!r}[/red]")
+        raise typer.Exit(2)
+    params = _params(params_file)
+    cascade = _load_for_predict(params, models, alias, location)
     suggestion = cascade.suggest(message, tuple(Turn(role="customer", text=t) for t in context))
-    table = Table(title="cascade decision")
+    source = str(models) if models is not None else f"MLflow @{alias}"
+    table = Table(title=f"cascade decision ({source})")
     for column in ("stage", "decision", "scores", "version"):
         table.add_column(column)
     for stage in STAGES:

@@ -6,6 +6,7 @@ import typer
 
 from flows.cli_import import import_data
 from flows.cli_intake import intake, quarantine_app
+from flows.cli_split import split
 from flows.cli_synth import synth
 from flows.cli_weak import weak_label_command
 
@@ -14,5 +15,6 @@ data_app = typer.Typer(help="Labeled data: synthesize, import, inspect.", no_arg
 data_app.command("import")(import_data)
 data_app.command("synth")(synth)
 data_app.command("intake")(intake)
+data_app.command("split")(split)
 data_app.add_typer(quarantine_app, name="quarantine")
 data_app.command("weak-label")(weak_label_command)

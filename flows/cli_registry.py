@@ -1,4 +1,4 @@
-"""`casepilot register`, `casepilot promote` and `casepilot mlflow-server start|stop|status`."""
+"""`casepilot register`, `promote`, `rollback` and `casepilot mlflow-server start|stop|status`."""
 
 from __future__ import annotations
 
@@ -105,33 +105,92 @@ def promote(
     ),
     stage: list[str] = typer.Option([], "--stage", help="stage(s) to act on (default: all)"),
     yes: bool = typer.Option(False, "--yes", help="do it without asking"),
-    by: str | None = typer.Option(None, "--by", help="who approves (default: the OS user)"),
+    by: str | None = typer.Option(
+        None, "--by", help="--bootstrap only: who sets the first champion (default: OS user)"
+    ),
     params_file: Path = PARAMS,
 ) -> None:
-    """Move `champion`: `--bootstrap` sets a first one; otherwise the challenger is promoted."""
+    """Move `champion`: `--bootstrap` sets a first one; otherwise approved challengers move.
+
+    A challenger moves only with a promotion request and a reviewer's approval tag on its
+    MLflow version (README: "Promotion and approval"); the approver comes from that tag.
+    """
+    from pipelines.approval import PromotionRefused
     from pipelines.contract import STAGES
     from pipelines.registry import bootstrap_champion, promote_challenger
 
     params = _params(params_file)
-    by = by or getpass.getuser()
-    stages = tuple(stage) or STAGES
+    if by is not None and not bootstrap:
+        console.print(
+            f"[red]--by only names who bootstraps a first champion. A promotion's approver is "
+            f"the tag `{params.promote.approval_tag}` a reviewer sets on the challenger's "
+            "version in the MLflow UI (README: 'Promotion and approval'); drop --by[/red]"
+        )
+        raise typer.Exit(2)
+    stages = tuple(stage) or (STAGES if bootstrap else _stages_with_challenger(params))
+    if not stages:
+        console.print("no stage has a challenger: nothing to promote")
+        return
     action = "bootstrap a first champion for" if bootstrap else "promote the challenger of"
     if not yes and not typer.confirm(f"{action} {', '.join(stages)}?"):
         raise typer.Exit(1)
+    refusals = []
     if bootstrap:
-        outcomes = bootstrap_champion(params, by=by, stages=stages)
+        outcomes = bootstrap_champion(params, by=by or getpass.getuser(), stages=stages)
     else:
-        try:
-            outcomes = [promote_challenger(params, s, approved_by=by) for s in stages]
-        except LookupError as err:
-            console.print(f"[red]{err}[/red]")
-            raise typer.Exit(1) from None
+        outcomes = []
+        for s in stages:
+            try:
+                outcomes.append(promote_challenger(params, s))
+            except (LookupError, PromotionRefused) as err:
+                refusals.append(str(err))
     table = Table(title="champion" + (" (bootstrap)" if bootstrap else ""))
-    for column in ("stage", "model", "champion", "previous", "note"):
+    for column in ("stage", "model", "champion", "previous", "approved by", "note"):
         table.add_column(column)
     for o in outcomes:
-        table.add_row(o.stage, o.name, o.version or "-", o.previous or "-", o.skipped or "moved")
-    console.print(table)
+        approver = "bootstrap" if bootstrap and not o.skipped else o.approved_by or "-"
+        table.add_row(
+            o.stage, o.name, o.version or "-", o.previous or "-", approver, o.skipped or "moved"
+        )
+    if outcomes:
+        console.print(table)
+    for refusal in refusals:
+        console.print(f"[red]{refusal}[/red]")
+    if refusals:
+        raise typer.Exit(1)
+
+
+def _stages_with_challenger(params: Any) -> tuple[str, ...]:
+    from pipelines.contract import STAGES
+    from pipelines.registry import CHALLENGER, aliases_of, registered_model_name, registry_client
+
+    client = registry_client(params)
+    return tuple(
+        s for s in STAGES if CHALLENGER in aliases_of(client, registered_model_name(params, s))
+    )
+
+
+def rollback(
+    stage: str = typer.Argument(..., help="trigger, topic, retrieve, answer or tone"),
+    reason: str = typer.Option(..., "--reason", help="why: recorded in MLflow and in the page"),
+    yes: bool = typer.Option(False, "--yes", help="do it without asking"),
+    params_file: Path = PARAMS,
+) -> None:
+    """Move `champion` back to `previous-champion`, record the audit trail and page on-call."""
+    from pipelines.registry_rollback import rollback_champion
+
+    params = _params(params_file)
+    if not yes and not typer.confirm(f"roll back the champion of {stage}?"):
+        raise typer.Exit(1)
+    try:
+        done = rollback_champion(params, stage, reason)
+    except (LookupError, ValueError) as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{done.name}: champion v{done.from_version} -> v{done.to_version} "
+        f"(audit run {done.audit_run_id}); page {done.page.status}: {done.page.reason}"
+    )
 
 
 @mlflow_server_app.command("start")

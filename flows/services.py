@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flows.stack import wait_for_exec
+
 if TYPE_CHECKING:
     from pipelines.config import Params
 
@@ -40,6 +42,7 @@ class ServerInfo:
     backend_store_uri: str
     artifacts: str
     log: str
+    auth: bool = False  # runs `--app-name basic-auth` (flows/mlflow_auth.py)
 
     @property
     def url(self) -> str:
@@ -101,8 +104,8 @@ def read_server(params: Params) -> ServerInfo | None:
     return info
 
 
-def server_command(params: Params, port: int, host: str = HOST) -> list[str]:
-    """Return the `mlflow server` command line over the embedded store."""
+def server_command(params: Params, port: int, host: str = HOST, *, auth: bool = False) -> list[str]:
+    """Return the `mlflow server` command line over the embedded store (`auth`: basic-auth)."""
     backend = params.mlflow_tracking_uri
     if not backend.startswith(DATABASE_SCHEMES):
         raise ValueError(
@@ -119,7 +122,7 @@ def server_command(params: Params, port: int, host: str = HOST) -> list[str]:
         "--default-artifact-root", artifacts,
         "--artifacts-destination", artifacts,
         "--workers", str(params.register.server_workers),
-    ]  # fmt: skip
+    ] + (["--app-name", "basic-auth"] if auth else [])  # fmt: skip
 
 
 def start_mlflow_server(
@@ -129,13 +132,24 @@ def start_mlflow_server(
     host: str = HOST,
     timeout_s: float = 90.0,
     poll_s: float = 0.5,
+    auth_env: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> ServerInfo:
     """Start `mlflow server` in its own process group and wait until `/health` answers.
 
     Returns the running server; if one is already recorded and alive, returns that one.
+    `auth_env` (flows/mlflow_auth.server_env) runs it with built-in authentication; `wait=False`
+    returns at once (poll `wait_mlflow_server`) so callers can start other services meanwhile.
     """
+    auth = auth_env is not None
     running = read_server(params)
     if running is not None:
+        if running.auth != auth:
+            state = "with" if running.auth else "without"
+            raise RuntimeError(
+                f"an mlflow server {state} authentication already runs on {running.url} for this "
+                "CASEPILOT_HOME; stop it first (`casepilot mlflow-server stop` or `casepilot down`)"
+            )
         return running
     params.home.ensure()
     if params.mlflow_tracking_uri.startswith("sqlite:///"):
@@ -143,7 +157,7 @@ def start_mlflow_server(
             parents=True, exist_ok=True
         )
     port = port or params.register.server_port
-    command = server_command(params, port, host)
+    command = server_command(params, port, host, auth=auth)
     if healthy(f"http://{host}:{port}"):
         raise RuntimeError(
             f"something already answers on {host}:{port} but it is not this home's server "
@@ -154,6 +168,7 @@ def start_mlflow_server(
         **os.environ,
         **params.home.framework_env(),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(auth_env or {}),
     }
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -164,6 +179,7 @@ def start_mlflow_server(
             env=env,
             start_new_session=True,  # its own process group: stop kills all workers
         )
+    wait_for_exec(process, command)  # so `read_server` recognises it from the first poll
     info = ServerInfo(
         pid=process.pid,
         host=host,
@@ -171,20 +187,32 @@ def start_mlflow_server(
         backend_store_uri=command[command.index("--backend-store-uri") + 1],
         artifacts=str(params.home.mlflow / "artifacts"),
         log=str(log),
+        auth=auth,
     )
     pid_file(params).write_text(json.dumps(asdict(info)), encoding="utf-8")
+    if wait:
+        wait_mlflow_server(params, info, timeout_s=timeout_s, poll_s=poll_s)
+    return info
+
+
+def wait_mlflow_server(
+    params: Params, info: ServerInfo, *, timeout_s: float = 90.0, poll_s: float = 0.5
+) -> ServerInfo:
+    """Wait until the started server answers `/health`; stop it and raise if it never does."""
     deadline = time.monotonic() + timeout_s
     for _ in range(int(timeout_s / poll_s) + 1):
-        if healthy(info.url) and process.poll() is None:
+        alive = _alive(info.pid) and _is_mlflow_server(info.pid)
+        if alive and healthy(info.url):
             return info
-        if process.poll() is not None or time.monotonic() > deadline:
+        if not alive or time.monotonic() > deadline:
             break
         time.sleep(poll_s)
     stop_mlflow_server(params)
-    tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+    log = Path(info.log)
+    tail = log.read_text(encoding="utf-8", errors="replace")[-2000:] if log.is_file() else ""
     raise RuntimeError(
-        f"mlflow server on {info.url} did not become healthy within {timeout_s:.0f}s "
-        f"(exit code {process.poll()}); is port {port} free? Last log lines ({log}):\n{tail}"
+        f"mlflow server on {info.url} did not become healthy within {timeout_s:.0f}s; "
+        f"is port {info.port} free? Last log lines ({log}):\n{tail}"
     )
 
 

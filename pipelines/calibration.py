@@ -3,7 +3,8 @@
 Both are fitted on validation data only. Temperature scaling divides the logits by one scalar
 T > 0 chosen to minimise the negative log-likelihood, which leaves the argmax unchanged and makes
 the probabilities honest. The threshold is the abstain knob: the lowest score at which the emitted
-predictions still meet a target precision, so coverage is as high as that precision allows.
+predictions still meet a target precision, so coverage is as high as that precision allows —
+placed with a margin, never below a floor (see `threshold_for_precision`).
 """
 
 from __future__ import annotations
@@ -66,16 +67,30 @@ class ThresholdChoice:
 
 
 def threshold_for_precision(
-    scores: Sequence[float], correct: Sequence[bool], target_precision: float
+    scores: Sequence[float],
+    correct: Sequence[bool],
+    target_precision: float,
+    *,
+    floor: float = 0.0,
 ) -> ThresholdChoice:
-    """Return the lowest threshold whose emitted set (score >= threshold) meets the precision.
+    """Return the threshold whose emitted set (score >= threshold) meets the target precision
+    with the most correct cases, placed conservatively.
 
     `correct[i]` says whether emitting case i would be right (trigger: the case is answerable;
-    topic: the top label is the true one). When no threshold meets the target, the one with the
-    highest precision is returned with `met=False`, so the caller can warn instead of crash.
+    topic: the top label is the true one). Among the cut points that meet the target, the one
+    emitting the most correct cases wins, and the fewest wrong ones among equals: going lower
+    only to let wrong cases through while precision stays above the target would buy nothing.
+    The threshold then sits midway between the lowest emitted score and the next lower one, so a
+    separable validation set gives a margin on both sides instead of a threshold glued to its
+    lowest negative (which once came out at ~1e-23), and it never goes below `floor` (for a
+    classifier, 1 / number of classes: never emit against the model's own argmax). When no
+    threshold meets the target, the one with the highest precision is returned with `met=False`,
+    so the caller can warn instead of crash.
     """
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}")
     scores = np.asarray(scores, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     if len(scores) == 0:
@@ -85,14 +100,21 @@ def threshold_for_precision(
     # Emitting the top k cases; only cut where the score changes (ties go together).
     cut = np.r_[sorted_scores[1:] < sorted_scores[:-1], True]
     emitted = np.arange(1, len(scores) + 1)[cut]
-    precision = np.cumsum(sorted_correct)[cut] / emitted
+    hits = np.cumsum(sorted_correct)[cut]
+    precision = hits / emitted
     thresholds = sorted_scores[cut]
     meets = np.flatnonzero(precision >= target_precision)
-    best = int(meets[-1]) if len(meets) else int(np.argmax(precision))
+    # argmax takes the first of equals: the most correct cases with the fewest wrong ones
+    best = int(meets[np.argmax(hits[meets])]) if len(meets) else int(np.argmax(precision))
+    threshold = float(thresholds[best])
+    if best + 1 < len(thresholds):  # midway to the next lower score
+        threshold = float((thresholds[best] + thresholds[best + 1]) / 2)
+    threshold = max(threshold, floor)
+    kept = scores >= threshold
     return ThresholdChoice(
-        threshold=float(thresholds[best]),
-        precision=float(precision[best]),
-        coverage=float(emitted[best] / len(scores)),
+        threshold=threshold,
+        precision=float(correct[kept].mean()) if kept.any() else 0.0,
+        coverage=float(kept.mean()),
         met=bool(len(meets)),
     )
 

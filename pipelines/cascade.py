@@ -3,7 +3,8 @@
 Evaluation, the CLI, the service and shadow scoring call the same `Cascade`. Each stage runs
 batched over the cases still in play; a case stops at the first stage that abstains, with the
 stage name and a reason such as "trigger: p(answerable)=0.41 < 0.80". The tone stage never
-abstains: when its rewrite is unfaithful the answer's draft is kept. Constructing a cascade
+abstains: when its rewrite is unfaithful the answer's draft is kept, and a reply the answer
+stage retrieved verbatim (an agent's own words) is not rewritten. Constructing a cascade
 from stage objects is separate from loading them (`load_cascade_from_dirs` here, the MLflow
 registry by alias elsewhere), so tests build one from tiny real models.
 """
@@ -190,7 +191,9 @@ class Cascade:
                 case.source = getattr(p, "source", None) or "generated"
 
     def _tone(self, live: list[_Case]) -> None:
-        if self.tone is None:
+        # A retrieved reply is what an agent sent: already in house style, so it is not rewritten.
+        live = [c for c in live if c.source != "retrieved"]
+        if self.tone is None or not live:
             return
         for case, p in zip(live, self.tone.predict([c.text or "" for c in live]), strict=True):
             case.scores["tone"] = float(p.tone_score)

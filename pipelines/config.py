@@ -258,7 +258,23 @@ class QuantizeConfig(Section):
     ] = Field("auto", description="'auto' measures the CPU candidates and keeps the best")
     max_metric_drop: float = Field(0.01, ge=0, le=1, description="in metric units (0.01 = 1 point)")
     gptq_bits: Literal[2, 3, 4, 8] = 4
-    gptq_group_size: int = 128
+    gptq_group_size: int = Field(128, ge=1, description="shrunk to divide a tiny model's widths")
+    auto_candidates: tuple[Literal["bf16", "int8_dynamic", "quanto_int8", "quanto_int4"], ...] = (
+        Field(
+            ("bf16", "int8_dynamic", "quanto_int8", "quanto_int4"),
+            description="what 'auto' measures against fp32",
+        )
+    )
+    max_val_cases: int = Field(
+        400, ge=1, description="validation cases scored per candidate (generation is slow)"
+    )
+    latency_batch: int = Field(32, ge=1, description="examples in the timed workload")
+    latency_rounds: int = Field(5, ge=1, description="interleaved timing rounds (median kept)")
+    torch_threads: int = Field(2, ge=1, description="torch intra-op threads while measuring")
+    generator_metric: Literal["rouge_l", "mean_logprob"] = Field(
+        "rouge_l",
+        description="answer/tone key metric: ROUGE-L of generations, or reference log-prob",
+    )
 
 
 class RegisterConfig(Section):
@@ -314,6 +330,26 @@ class ServeConfig(Section):
         ge=1,
         description="torch intra-op threads of each model thread (champion, shadow); more than "
         "1 on a small, busy CPU makes every op wait for a second core",
+    )
+    shadow_max_batch: int = Field(
+        8,
+        ge=1,
+        description="most requests per shadow batch: a smaller batch frees the CPU sooner when "
+        "a champion request arrives while the shadow runs",
+    )
+    shadow_quiet_ms: float = Field(
+        50.0,
+        ge=0,
+        description="the shadow starts a batch only after no champion request has been in flight "
+        "for this long; queued shadow jobs wait (and are shed past shadow_queue_size)",
+    )
+    shadow_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="OS priority (nice) of the shadow threads. 0: the shadow holds the GIL while "
+        "it runs Python, so at a low priority on a busy box it is preempted holding it and the "
+        "champion waits (and the shadow starves into timeouts); shadow_quiet_ms does the yielding",
     )
 
 
@@ -389,6 +425,11 @@ class PromoteConfig(Section):
     rollback_drop: float = Field(0.05, gt=0, le=1, description="match-rate drop that rolls back")
     rollback_min_cases: int = Field(
         50, ge=1, description="cases served by a new champion before a rollback decision"
+    )
+    mlflow_ui_url: str | None = Field(
+        None,
+        description="MLflow UI for links in requests and pages; null = the tracking server, "
+        "else `casepilot mlflow-server` on 127.0.0.1:register.server_port",
     )
 
 

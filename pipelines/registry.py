@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.lineage import Lineage
+from pipelines.quantize_report import quantization_tags
 from pipelines.registry_model import (
     STAGE_ARTIFACT,
     _package,
@@ -143,6 +144,7 @@ def register_stage(
         **_metric_tags(metrics),
         "casepilot.gate": "passed" if gate.passed else "failed",
         "casepilot.gate_reasons": "; ".join(gate.reasons),
+        **quantization_tags(model_dir),
     }
     client = registry_client(params)
     experiment_id = ensure_experiment(client, params)

@@ -1,7 +1,10 @@
-"""Resolve a stage's registry alias to a downloaded, cached stage folder.
+"""Resolve a stage's registry alias to a downloaded, cached stage folder, and to a cascade.
 
 The files land in `CASEPILOT_HOME/cache/mlflow-models/<stage>/<version>`, written once and
-renamed into place; the cascade loads the folder itself (`resolve_cascade_dirs`).
+renamed into place; the cascade loads the folder itself (`resolve_cascade_dirs`, `load_cascade`).
+`champion` resolves only to a version with an approval record (a reviewer's approval tag or a
+bootstrap): anything else raises `UnapprovedChampion` and pages, so neither the service nor the
+CLI ever runs a champion that was moved around the approval gate.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.approval import refuse_unapproved_champion
 from pipelines.contract import STAGES
 from pipelines.registry_model import STAGE_ARTIFACT
 from pipelines.registry_store import (
@@ -27,6 +31,7 @@ from pipelines.registry_store import (
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
+    from pipelines.cascade import Cascade
     from pipelines.config import Params
 
 _CACHE_MARKER = ".casepilot-source.json"
@@ -102,6 +107,8 @@ def resolve_stage(params: Params, stage: str, alias: str) -> ResolvedStage:
     """Return the version of `stage` that `alias` points to, downloaded into the cache.
 
     The files land in `CASEPILOT_HOME/cache/mlflow-models/<stage>/<version>` and are reused.
+    For `champion`, a version without an approval record raises
+    `pipelines.approval.UnapprovedChampion` (and pages) before anything is downloaded.
     """
     client = registry_client(params)
     name = registered_model_name(params, stage)
@@ -113,6 +120,8 @@ def resolve_stage(params: Params, stage: str, alias: str) -> ResolvedStage:
             "`casepilot promote --bootstrap --yes`"
         )
     version = client.get_model_version(name, version_number)
+    if alias == CHAMPION:
+        refuse_unapproved_champion(params, stage, version)
     root = params.home.cache / "mlflow-models" / stage / str(version.version)
     model_path = _download(params, version, root)
     return ResolvedStage(
@@ -148,3 +157,22 @@ def resolve_cascade_dirs(
             "for a first champion"
         )
     return resolved
+
+
+def load_cascade(
+    params: Params, alias: str = CHAMPION, *, qdrant_location: str | None = None
+) -> Cascade:
+    """Return the runtime cascade of every stage's `alias` version (challenger falls back).
+
+    Its `versions` read `casepilot-<stage>/<version>`, as in the service's prediction log.
+    """
+    from pipelines.cascade import Cascade
+    from pipelines.registry_model import load_stage_folder
+
+    resolved = resolve_cascade_dirs(params, alias)
+    location = qdrant_location or params.qdrant_location
+    stages = {
+        stage: load_stage_folder(stage, r.local_dir, qdrant_location=location)
+        for stage, r in resolved.items()
+    }
+    return Cascade(**stages, versions={s: f"{r.name}/{r.version}" for s, r in resolved.items()})

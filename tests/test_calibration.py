@@ -69,9 +69,27 @@ def test_threshold_meets_target_precision_with_most_coverage() -> None:
     assert choice.met
     assert correct[emitted].mean() >= 0.9
     assert choice.coverage == pytest.approx(emitted.mean())
-    # any lower threshold (more coverage) breaks the target
-    lower = np.sort(scores[scores < choice.threshold])[-1]
-    assert correct[scores >= lower].mean() < 0.9
+    # every lower threshold breaks the target or lets through no more correct cases
+    for lower in np.sort(scores[scores < choice.threshold])[::-1][:200]:
+        wider = scores >= lower
+        assert correct[wider].mean() < 0.9 or correct[wider].sum() == correct[emitted].sum()
+
+
+def test_threshold_on_separable_scores_keeps_a_margin_and_a_floor() -> None:
+    # Separable validation: the old rule walked down into the negatives while precision stayed
+    # above the target and returned ~1e-23; the threshold must sit between the two classes.
+    positives = np.linspace(0.9, 0.999, 95)
+    negatives = np.r_[np.full(4, 1e-23), [0.2]]
+    scores = np.r_[positives, negatives]
+    correct = np.r_[np.ones(95, bool), np.zeros(5, bool)]
+    choice = threshold_for_precision(scores, correct, 0.95)
+    assert choice.met and choice.precision == 1.0 and choice.coverage == pytest.approx(0.95)
+    assert choice.threshold == pytest.approx((0.9 + 0.2) / 2)
+    # a floor (1 / classes) wins over a lower midpoint
+    low = threshold_for_precision([0.3, 0.1, 0.05], [True, True, False], 0.9, floor=0.5)
+    assert low.threshold == 0.5 and low.coverage == 0.0
+    with pytest.raises(ValueError, match="floor"):
+        threshold_for_precision([0.5], [True], 0.9, floor=2.0)
 
 
 def test_threshold_reports_an_unreachable_target() -> None:

@@ -284,12 +284,6 @@ def test_removing_the_question_makes_the_trigger_abstain(synth_models) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(BEHAVIOUR_TIMEOUT_S)
-@pytest.mark.xfail(
-    reason="known gap (issue 4): trained on 3 synthetic days the trigger saturates at p≈1 for "
-    "about half of the context-free follow-ups — the synthetic world labels no context-free "
-    "follow-up as missing_context, so nothing teaches it; fix the data, then drop this mark",
-    strict=False,
-)
 def test_a_follow_up_needs_its_context(synth_models) -> None:
     trigger_model, _, val = synth_models
     follow_ups = [c for c in val if c.answerable and c.context]

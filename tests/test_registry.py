@@ -179,6 +179,10 @@ def test_bootstrap_records_itself_and_challenger_falls_back_to_champion(params, 
     assert tags["casepilot.bootstrap"] == "true"
     assert tags["casepilot.promoted_by"] == "ops-lead"
     assert datetime.fromisoformat(tags["casepilot.promoted_at"]).tzinfo is not None
+    assert "casepilot.approved_by" not in tags  # a bootstrap is not a reviewer's approval
+    audit = client.get_run(tags["casepilot.promotion_run_id"])
+    assert audit.data.tags["casepilot.event"] == "bootstrap"
+    assert audit.data.tags["casepilot.promoted_by"] == "ops-lead"
     again = bootstrap_champion(params, by="someone", stages=["topic"])[0]
     assert again.skipped and "already has champion" in again.skipped
 
@@ -195,12 +199,30 @@ def test_bootstrap_records_itself_and_challenger_falls_back_to_champion(params, 
     assert (resolved.alias, resolved.version) == (CHALLENGER, newer.version)
 
 
+def winning_decision(params: Params, cases: int = 60):
+    """A real `decide_promotion` outcome in the challenger's favour (90% vs 50% match rate)."""
+    from monitoring.promotion import ShadowStats, decide_promotion
+
+    ids = [f"c{i}" for i in range(cases)]
+    champion = ShadowStats("champion", {c: i % 2 == 0 for i, c in enumerate(ids)})
+    challenger = ShadowStats("challenger", {c: i % 10 != 0 for i, c in enumerate(ids)})
+    cfg = params.promote.model_copy(update={"min_cases": cases // 2})
+    decision = decide_promotion(champion, challenger, {"topic": (0.80, 0.81)}, cfg)
+    assert decision.promote, decision.reasons
+    return decision
+
+
 def test_promotion_keeps_the_previous_champion_for_rollback(params, stage_dir) -> None:
+    from pipelines.approval import approve_version, request_promotion
+
     first = _register(params, stage_dir, PASSING)
     bootstrap_champion(params, by="ops-lead", stages=["topic"])
     second = _register(params, stage_dir, PASSING)
-    moved = promote_challenger(params, "topic", approved_by="reviewer")
+    request_promotion(params, "topic", winning_decision(params))
+    approve_version(params, "topic", "reviewer")
+    moved = promote_challenger(params, "topic")
     assert (moved.version, moved.previous) == (second.version, first.version)
+    assert moved.approved_by == "reviewer" and moved.audit_run_id
     client = registry_client(params)
     assert aliases_of(client, first.name) == {
         CHAMPION: second.version,
@@ -209,7 +231,7 @@ def test_promotion_keeps_the_previous_champion_for_rollback(params, stage_dir) -
     tags = client.get_model_version(second.name, second.version).tags
     assert (tags["casepilot.bootstrap"], tags["casepilot.approved_by"]) == ("false", "reviewer")
     with pytest.raises(LookupError, match="no challenger"):
-        promote_challenger(params, "topic", approved_by="reviewer")
+        promote_challenger(params, "topic")
 
 
 def test_resolving_reuses_the_download_and_missing_aliases_name_the_fix(params, stage_dir) -> None:

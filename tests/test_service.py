@@ -482,8 +482,15 @@ def test_graceful_shutdown_writes_every_record(server: Server, client) -> None:
 
 
 def test_registry_aliases_moving_swap_the_models(models_root: Path, tmp_path: Path) -> None:
-    """The main path: stage versions by MLflow alias; promotion moves them, a check swaps."""
+    """The main path: stage versions by MLflow alias; promotion moves them, a check swaps.
+
+    An alias moved to an unapproved version is refused by the registry, and the service keeps
+    serving the models it has.
+    """
+    from test_registry import winning_decision
+
     from bentos.reload import RegistrySource, Reloader, StageCache
+    from pipelines.approval import approve_version, request_promotion
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
     from pipelines.lineage import Lineage
@@ -492,6 +499,7 @@ def test_registry_aliases_moving_swap_the_models(models_root: Path, tmp_path: Pa
         load_stage_folder,
         promote_challenger,
         register_stage,
+        registry_client,
     )
 
     home = Home(tmp_path / "home").ensure()
@@ -517,10 +525,20 @@ def test_registry_aliases_moving_swap_the_models(models_root: Path, tmp_path: Pa
     assert models.champion.suggest(MESSAGES[0]).versions["trigger"] == "casepilot-trigger/1"
     assert not reloader.check()  # nothing moved
 
-    promote_challenger(params, "trigger", approved_by="test")
+    request_promotion(params, "trigger", winning_decision(params))
+    approve_version(params, "trigger", "jane.doe")
+    promote_challenger(params, "trigger", promoted_by="test")
     assert reloader.check()
-    assert reloader.current.champion.versions["trigger"] == "casepilot-trigger/2"
-    assert reloader.current.shadow is None  # no challenger left: nothing to shadow
+    serving = reloader.current
+    assert serving.champion.versions["trigger"] == "casepilot-trigger/2"
+    assert serving.shadow is None  # no challenger left: nothing to shadow
+
+    # champion moved by hand to a version no reviewer approved: refused, old models kept
+    register_stage(params, "trigger", models_root / "v1" / "trigger", metrics={}, lineage=lineage)
+    registry_client(params).set_registered_model_alias("casepilot-trigger", "champion", "3")
+    assert reloader.check() is False
+    assert reloader.current is serving
+    assert reloader.last_error.startswith("UnapprovedChampion: casepilot-trigger@champion")
 
 
 def test_bentofile_builds_a_bento(tmp_path: Path) -> None:

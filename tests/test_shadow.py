@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bentos.batching import MicroBatcher
+from bentos.inflight import InFlight
 from bentos.reload import FolderSource, Reloader, StageRef, shadow_refs
 from bentos.shadow import ShadowJob, ShadowResult, ShadowRunner
 from pipelines.contract import STAGES, Suggestion
@@ -75,7 +78,17 @@ def test_hung_challenger_times_out_and_later_jobs_run_on_a_new_thread() -> None:
     assert results[0].error == "shadow timed out after 0.2 s"
 
 
-def test_full_queue_drops_the_shadow_but_still_delivers_the_job() -> None:
+def _poll(condition, timeout: float = 10.0) -> bool:
+    """True as soon as `condition()` holds; False after `timeout` (bounded, no fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)  # poll interval, bounded by the deadline above
+    return condition()
+
+
+def test_full_queue_sheds_the_shadow_but_still_delivers_the_job() -> None:
     gate = threading.Event()
     runner, results = _runner(
         lambda jobs: gate.wait(10) and [_suggestion() for _ in jobs],
@@ -87,9 +100,102 @@ def test_full_queue_drops_the_shadow_but_still_delivers_the_job() -> None:
     gate.set()
     assert runner.drain(timeout=20)
     runner.close()
-    assert accepted.count(False) >= 3  # one running, one queued, the rest dropped
+    assert accepted.count(False) >= 3  # one running, one queued, the rest shed
     assert sorted(r.job.request_id for r in results) == [f"r{i}" for i in range(5)]
-    assert {r.outcome for r in results} == {"ok", "dropped"}
+    assert {r.outcome for r in results} == {"ok", "shed"}
+    assert runner.stats()["shed"] == accepted.count(False)
+
+
+def test_shadow_yields_while_the_champion_is_busy_and_runs_once_it_is_idle() -> None:
+    in_flight, ran = InFlight(), []
+    runner, results = _runner(
+        lambda jobs: ran.extend(j.request_id for j in jobs) or [_suggestion() for _ in jobs],
+        in_flight=in_flight,
+        quiet_s=0.0,
+    )
+    with in_flight.track():  # a champion request in flight
+        for i in range(3):
+            assert runner.submit(_job(i))
+        # the dispatcher holds the first job back for the champion instead of running it
+        assert _poll(lambda: runner.stats()["yielding"] == 1 and in_flight.waiting == 1)
+        assert ran == [] and results == []
+    assert runner.drain(timeout=10)  # idle again: the queued shadow work runs
+    runner.close()
+    assert sorted(ran) == ["r0", "r1", "r2"]
+    assert [r.outcome for r in results] == ["ok"] * 3
+
+
+def test_sustained_champion_load_sheds_past_the_queue_and_counts_it() -> None:
+    in_flight, results, threads = InFlight(), [], []
+
+    def on_done(result: ShadowResult) -> None:
+        threads.append(threading.get_ident())
+        results.append(result)
+
+    runner = ShadowRunner(
+        lambda jobs: [_suggestion() for _ in jobs],
+        on_done,
+        timeout_s=2.0,
+        queue_size=2,
+        in_flight=in_flight,
+        quiet_s=0.0,
+    )
+    with in_flight.track():
+        assert runner.submit(_job(0))
+        assert _poll(lambda: runner.stats()["yielding"] == 1)  # r0 is held by the dispatcher
+        accepted = [runner.submit(_job(i)) for i in range(1, 6)]
+        assert accepted == [True, True, False, False, False]  # two wait in the queue
+        assert _poll(lambda: len(results) == 3)
+        assert [r.job.request_id for r in results] == ["r3", "r4", "r5"]
+        assert {r.outcome for r in results} == {"shed"} and all(
+            r.suggestion is None for r in results
+        )
+        assert all("shadow shed: the champion was busy" in r.error for r in results)
+        # shed records are written off the request path: never on the submitting thread
+        assert threading.get_ident() not in threads
+    assert runner.drain(timeout=10)
+    runner.close()
+    stats = runner.stats()
+    assert stats["shed"] == 3 and stats["ok"] == 3 and stats["done"] == stats["submitted"] == 6
+
+
+def test_in_flight_waits_for_the_quiet_period_after_the_last_request() -> None:
+    in_flight, returned = InFlight(), []
+    quiet_s = 0.15
+    with in_flight.track():
+        waiter = threading.Thread(
+            target=lambda: returned.append(
+                (in_flight.wait_quiet(quiet_s, timeout=30), time.monotonic())
+            )
+        )
+        waiter.start()
+        assert _poll(lambda: in_flight.waiting == 1)
+        assert in_flight.busy and returned == []
+    idle_at = time.monotonic()
+    waiter.join(30)
+    ((ok, at),) = returned
+    assert ok and at - idle_at >= quiet_s * 0.99 and not in_flight.busy
+    with in_flight.track():  # a busy champion makes a bounded wait give up
+        assert in_flight.wait_quiet(0.0, timeout=0.05) is False
+    assert in_flight.wait_quiet(0.0, cancelled=lambda: True) is False
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "setpriority") or os.getpriority(os.PRIO_PROCESS, 0) >= 10,
+    reason="per-thread priorities need Linux and a process not already at nice >= 10",
+)
+def test_shadow_threads_run_at_the_configured_lower_priority() -> None:
+    seen: list[int] = []
+
+    def run(jobs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return [_suggestion() for _ in jobs]
+
+    runner, _ = _runner(run, nice=10)
+    runner.submit(_job(0))
+    assert runner.drain(timeout=10)
+    runner.close()
+    assert seen == [10] and os.getpriority(os.PRIO_PROCESS, 0) < 10  # the caller is untouched
 
 
 def test_close_finishes_queued_jobs_as_stopped() -> None:
@@ -189,6 +295,25 @@ def test_reloader_swaps_only_when_an_alias_moves() -> None:
     assert not reloader.check() and reloader.last_error.startswith("OSError")
     assert reloader.current.champion.versions["trigger"] == "trigger-v1"  # still serving
     assert events == ["initial", "swapped", "failed"]
+
+
+class UnapprovedChampion(Exception):
+    """Stands in for the registry's refusal to resolve an unapproved `champion`."""
+
+
+def test_reloader_keeps_serving_when_the_new_champion_is_refused() -> None:
+    source, cache = _MovableSource(), _CountingCache()
+    reloader = Reloader(source, cache, dict.fromkeys(STAGES, True))
+    assert reloader.check()
+    serving = reloader.current
+
+    def refuse(alias):
+        raise UnapprovedChampion(f"{alias}: casepilot-trigger/3 has no casepilot.approved_by tag")
+
+    source.resolve = refuse
+    assert reloader.check(force=True) is False
+    assert reloader.current is serving
+    assert reloader.last_error.startswith("UnapprovedChampion: champion")
 
 
 def _call_guard(path: str, headers: dict[bytes, bytes], chunks: list[bytes], *, ready=True):

@@ -270,6 +270,43 @@ def test_topics_are_learnable_from_vocabulary_but_overlap(
     assert 0.8 <= accuracy < 1.0
 
 
+def test_the_reply_is_determined_by_what_the_customer_asked(
+    cases: dict[int, list[LabeledCase]], flips: dict[str, LabelFlip]
+) -> None:
+    """Each intent has its canonical reply: a bag-of-words model predicts the exact reply."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    def split(days: range) -> tuple[list[str], list[str]]:
+        rows = [c for d in days for c in cases[d] if c.answerable and c.case_id not in flips]
+        return [c.message for c in rows], [c.agent_reply or "" for c in rows]
+
+    (train_x, train_y), (test_x, test_y) = split(range(1, 6)), split(range(6, 8))
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    model = LinearSVC().fit(vectorizer.fit_transform(train_x), train_y)
+    accuracy = (model.predict(vectorizer.transform(test_x)) == test_y).mean()
+    assert accuracy >= 0.9  # a reply drawn at random among a topic's macros gave ~0.4
+    for topic in load_catalog().all_topics:
+        assert len({m.reply for m in topic.macros}) == len(topic.macros) >= 2
+        assert sum(bool(m.followups) for m in topic.macros) >= 1
+
+
+def test_follow_ups_without_their_context_are_missing_context(
+    cases: dict[int, list[LabeledCase]],
+) -> None:
+    """The same follow-up words are answerable in context and missing_context without it."""
+    everything = all_cases(cases)
+    answered = {c.message.lower().rstrip("?") for c in everything if c.answerable and c.context}
+    missing = [c for c in everything if c.unanswerable_kind == "missing_context"]
+    context_free = [c for c in missing if c.message.lower().rstrip("?") in answered]
+    assert 0.15 <= len(context_free) / len(missing) <= 0.6
+    assert not any(c.context or c.agent_reply in _all_macro_replies() for c in context_free)
+
+
+def _all_macro_replies() -> set[str]:
+    return {m.reply for t in load_catalog().all_topics for m in t.macros}
+
+
 def test_typos_keep_the_message_readable() -> None:
     import random
 

@@ -3,10 +3,13 @@
 Input: the message, its topic and the retrieved context (resolved replies and doc passages,
 best first). Output: the reply with its confidence (exp of the mean token log-probability),
 groundedness (share of its words found in the context) and their combined score, or an
-abstention with its reason. When generation is unsure but a retrieved conversation is a
-near-exact match for the message, the stage returns that conversation's reply, marked
-`source="retrieved"`. Training builds the context from the training data itself (the most
-similar other resolved cases of the same topic plus the topic's doc), never the case's own reply.
+abstention with its reason. When a retrieved conversation is a near-exact match for the
+message (similarity ≥ `retrieved_match_similarity`: the retrieval's embedding cosine, or a
+character-level ratio when no score came with it), the stage returns that conversation's reply
+as is, marked `source="retrieved"` — what an agent actually sent for the same question beats a
+generation, sure or unsure; generation answers the rest. Training builds the context from the
+training data itself (the most similar other resolved cases of the same topic plus the topic's
+doc), never the case's own reply.
 """
 
 from __future__ import annotations
@@ -76,11 +79,19 @@ def prompt(inp: AnswerInput, max_passages: int) -> str:
 
 
 def _similarity(message: str, match: RetrievedReply) -> float:
+    """How near-exact a retrieved conversation is: its retrieval score, else a text ratio.
+
+    The embedding cosine sees through what varies between two askings of the same question
+    (greetings, amounts, dates, typos) where a character ratio does not; the ratio is the
+    fallback for matches that come without a score (training-time context).
+    """
     from rapidfuzz import fuzz, utils
 
+    if match.similarity is not None:
+        return match.similarity
     if match.message is not None:
         return fuzz.ratio(message, match.message, processor=utils.default_process) / 100.0
-    return match.similarity or 0.0
+    return 0.0
 
 
 def training_inputs(
@@ -143,11 +154,19 @@ class AnswerModel:
         )  # fmt: skip
 
     def decide(self, inp: AnswerInput, gen: generator.Generated) -> AnswerPrediction:
-        """Apply the thresholds to one generated reply; fall back to a near-exact retrieved one."""
+        """Return a near-exact retrieved reply if there is one, else the thresholded generation."""
         cfg = self.cfg
         confidence = gen.confidence
         grounded = groundedness(gen.text, [inp.message, *inp.passages])
         score = math.sqrt(confidence * grounded)
+        scored = [(_similarity(inp.message, m), m) for m in inp.matches]
+        best_sim, best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
+        if best is not None and best_sim >= cfg.retrieved_match_similarity:
+            return AnswerPrediction(
+                text=best.reply, confidence=confidence, groundedness=1.0, score=best_sim,
+                source="retrieved", abstained=False,
+                reason=f"returned a retrieved reply ({best_sim:.2f} similar)",
+            )  # fmt: skip
         doubts = []
         if not gen.text:
             doubts.append("empty generation")
@@ -159,14 +178,6 @@ class AnswerModel:
             return AnswerPrediction(
                 text=gen.text, confidence=confidence, groundedness=grounded, score=score,
                 source="generated", abstained=False,
-            )  # fmt: skip
-        scored = [(_similarity(inp.message, m), m) for m in inp.matches]
-        best_sim, best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
-        if best is not None and best_sim >= cfg.retrieved_match_similarity:
-            return AnswerPrediction(
-                text=best.reply, confidence=confidence, groundedness=1.0, score=best_sim,
-                source="retrieved", abstained=False,
-                reason=f"{'; '.join(doubts)}; returned a retrieved reply ({best_sim:.2f} similar)",
             )  # fmt: skip
         return AnswerPrediction(
             text=None, confidence=confidence, groundedness=grounded, score=score,

@@ -52,6 +52,7 @@ class StageMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)  # written by `casepilot quantize`
 
 
 def resolve_base_model(name: str) -> str:
@@ -239,7 +240,7 @@ def calibrate(
     probs = softmax(val_logits, temperature)
     after = classification_metrics(val_labels, probs, positive_index=positive)
     scores, correct = scores_and_correct(probs, val_labels, positive)
-    choice = threshold_for_precision(scores, correct, cfg.target_precision)
+    choice = threshold_for_precision(scores, correct, cfg.target_precision, floor=1.0 / len(labels))
     metrics = {
         **{f"val_{k}": v for k, v in after.items()},
         "val_ece_uncalibrated": before["ece"],
@@ -266,7 +267,9 @@ class ClassifierModel:
 
     def __init__(self, model_dir: Path, *, threads: int = 2, batch_size: int = 64) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from pipelines.quantize_methods import load_sequence_classifier
 
         model_dir = Path(model_dir)
         meta_path = model_dir / STAGE_FILE
@@ -277,7 +280,7 @@ class ClassifierModel:
             )
         self.meta = StageMeta(**json.loads(meta_path.read_text(encoding="utf-8")))
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.model = load_sequence_classifier(model_dir, asdict(self.meta))  # recorded precision
         self.batch_size = batch_size
         torch.set_num_threads(max(1, threads))
 

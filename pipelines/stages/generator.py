@@ -279,7 +279,9 @@ def save_generator(model: Any, tokenizer: Any, out_dir: Path, meta: dict[str, An
 
 def load_generator(model_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     """Read back what `save_generator` wrote: (model in eval mode, tokenizer, stage.json)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from pipelines.quantize_methods import load_causal_lm
 
     model_dir = Path(model_dir)
     meta_path = model_dir / "stage.json"
@@ -290,8 +292,8 @@ def load_generator(model_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
         )
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    return model, tokenizer, json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return load_causal_lm(model_dir, meta).eval(), tokenizer, meta  # in its recorded precision
 
 
 def generate(

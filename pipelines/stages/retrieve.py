@@ -349,6 +349,8 @@ def load(
     """Open a saved index at `location` (default: where it was built), restoring it if missing."""
     from safetensors.numpy import load_file
 
+    from pipelines.quantize_methods import load_stage_embedder
+
     model_dir = Path(model_dir)
     stage_file = model_dir / STAGE_FILE
     if not stage_file.exists():
@@ -357,7 +359,7 @@ def load(
         )
     info = json.loads(stage_file.read_text(encoding="utf-8"))
     cfg = cfg or RetrieveConfig.model_validate(info["config"])
-    embedder = load_embedder(info["embedder"], cfg.batch_size)
+    embedder = load_stage_embedder(info["embedder"], cfg.batch_size, info)  # recorded precision
     if embedder.version != info["embedder_version"]:
         raise ValueError(
             f"{model_dir}: built with embedder {info['embedder_version']}, but "

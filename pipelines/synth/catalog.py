@@ -19,10 +19,16 @@ class Frozen(BaseModel):
 
 
 class Macro(Frozen):
-    """A canonical reply: the house-tone `reply` agents send and a stiff `draft` of it."""
+    """One intent of a topic: its canonical reply, a stiff draft, and what customers say.
+
+    The reply is determined by what the customer asked, as in real support: each first message
+    template (`asks`) and each follow-up belongs to exactly one macro.
+    """
 
     reply: str = Field(min_length=1)
     draft: str = Field(min_length=1)
+    asks: tuple[str, ...] = Field(min_length=1)
+    followups: tuple[str, ...] = ()
 
 
 class Doc(Frozen):
@@ -31,7 +37,7 @@ class Doc(Frozen):
 
 
 class Topic(Frozen):
-    """One topic of the taxonomy with its help article, message templates and macros."""
+    """One topic of the taxonomy with its help article and its macros (intents)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
@@ -39,9 +45,29 @@ class Topic(Frozen):
     weight: float = Field(1.0, gt=0)
     related: tuple[str, ...] = ()
     doc: Doc
-    templates: tuple[str, ...] = Field(min_length=8)
-    followups: tuple[str, ...] = Field(min_length=2)
     macros: tuple[Macro, ...] = Field(min_length=2, max_length=4)
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """Every first-message template of the topic, macro by macro."""
+        return tuple(ask for macro in self.macros for ask in macro.asks)
+
+    @property
+    def followups(self) -> tuple[str, ...]:
+        """Every follow-up template of the topic, macro by macro."""
+        return tuple(text for macro in self.macros for text in macro.followups)
+
+    @model_validator(mode="after")
+    def _enough_distinct_messages(self) -> Topic:
+        templates, followups = self.templates, self.followups
+        if len(templates) < 8 or len(set(templates)) != len(templates):
+            raise ValueError(
+                f"topics.yaml: {self.name} needs at least 8 distinct `asks` over its macros, "
+                f"got {len(set(templates))} distinct of {len(templates)}"
+            )
+        if len(followups) < 2:
+            raise ValueError(f"topics.yaml: {self.name} needs at least 2 `followups`")
+        return self
 
 
 class Drift(Frozen):

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipelines.contract import Turn, UnanswerableKind
-from pipelines.synth.catalog import Catalog, Topic
+from pipelines.synth.catalog import Catalog, Macro, Topic
 from pipelines.synth.pii import PII_KINDS, PiiMaker
 
 SLOT = re.compile(r"\{(\w+)\}")
 MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 CURRENCY_SIGNS = ("$", "$", "$", "€", "€", "£")
 # Per message: a greeting, a background sentence, a closer, an all-lowercase message, a
-# dropped final "?", and a generic (not topic-specific) follow-up.
+# dropped final "?"; and, for a follow-up sent without its context, a generic one.
 GREETING_SHARE, BACKGROUND_SHARE, CLOSER_SHARE = 0.5, 0.35, 0.2
 LOWERCASE_SHARE, DROP_QUESTION_MARK_SHARE, GENERIC_FOLLOWUP_SHARE = 0.15, 0.2, 0.3
 
@@ -108,10 +108,11 @@ class MessageWriter:
             pool = drift.slots[name]
         return self.rng.choice(pool)
 
-    def question(self, topic: Topic) -> str:
-        """A first message on `topic`: maybe a greeting and background, the question, a closer."""
+    def question(self, topic: Topic, macro: Macro | None = None) -> str:
+        """A first message on `topic` (asking what `macro` answers, when given): maybe a
+        greeting and background, the question, a closer."""
         rng, phrasing = self.rng, self.phrasing
-        question = self.fill(rng.choice(topic.templates))
+        question = self.fill(rng.choice(macro.asks if macro is not None else topic.templates))
         if rng.random() < 0.55:
             question = question[0].upper() + question[1:]
         parts = [question]
@@ -127,26 +128,34 @@ class MessageWriter:
         sentences = [part if part[-1] in ".,!?" else f"{part}." for part in parts[:-1]]
         return self._customer_style(" ".join([*sentences, parts[-1]]))
 
-    def followup(self, topic: Topic, earlier_reply: str) -> Conversation:
-        """A follow-up that needs the earlier exchange on `topic` to make sense."""
+    def followup(self, topic: Topic, earlier: Macro, macro: Macro) -> Conversation:
+        """A follow-up answered by `macro`, after an exchange on `topic` answered by `earlier`."""
+        context = (
+            Turn(role="customer", text=self.question(topic, earlier)),
+            Turn(role="agent", text=earlier.reply),
+        )
+        message = self.fill(self.rng.choice(macro.followups))
+        return Conversation(self._customer_style(message), context)
+
+    def context_free_followup(self, topic: Topic) -> Conversation:
+        """A follow-up sent without the exchange it refers to: nobody can answer it."""
         pool = self.phrasing.generic_followups
         if self.rng.random() >= GENERIC_FOLLOWUP_SHARE:
             pool = topic.followups
-        context = (
-            Turn(role="customer", text=self.question(topic)),
-            Turn(role="agent", text=earlier_reply),
-        )
-        return Conversation(self._customer_style(self.fill(self.rng.choice(pool))), context)
+        return Conversation(self._customer_style(self.fill(self.rng.choice(pool))))
 
     def unanswerable(
-        self, kind: UnanswerableKind, earlier: tuple[Topic, str] | None = None
+        self, kind: UnanswerableKind, earlier: tuple[Topic, Macro] | None = None
     ) -> Conversation:
-        """A message nobody can answer; `earlier` (topic, reply) gives a "thanks" its context."""
+        """A message nobody can answer; `earlier` (topic, macro) gives a "thanks" its context."""
         message = self._customer_style(self.fill(self.rng.choice(self.phrasing.unanswerable[kind])))
         if earlier is None:
             return Conversation(message)
-        topic, reply = earlier
-        context = (Turn(role="customer", text=self.question(topic)), Turn(role="agent", text=reply))
+        topic, macro = earlier
+        context = (
+            Turn(role="customer", text=self.question(topic, macro)),
+            Turn(role="agent", text=macro.reply),
+        )
         return Conversation(message, context)
 
     def generic_reply(self, kind: UnanswerableKind) -> str:

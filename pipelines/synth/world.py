@@ -31,6 +31,9 @@ UNANSWERABLE_MIX: dict[UnanswerableKind, float] = {
     "out_of_scope": 0.2,
 }
 THANKS_WITH_CONTEXT_SHARE = 0.5  # a "thanks" often closes an earlier exchange
+# A "missing context" message is often a real follow-up ("and does that include weekends?")
+# that arrived without the exchange it refers to: the same words are answerable only in context.
+CONTEXT_FREE_FOLLOWUP_SHARE = 0.5
 GENERIC_REPLY_SHARE = 0.7  # agents answer most non-answerable messages with a short line
 RELATED_FLIP_SHARE = 0.5  # a noisy label lands on a related topic this often
 
@@ -196,13 +199,16 @@ def _pick_topic(
 def _answerable_case(
     writer: MessageWriter, rng: random.Random, topic: Topic, followup_share: float
 ) -> dict[str, Any]:
+    """A resolved case whose reply is the macro of the intent the customer asked about."""
     if rng.random() < followup_share:
-        earlier, macro = rng.sample(topic.macros, 2)
-        conversation = writer.followup(topic, earlier.reply)
+        macro = rng.choice([m for m in topic.macros if m.followups])
+        earlier = rng.choice([m for m in topic.macros if m is not macro])
+        conversation = writer.followup(topic, earlier, macro)
         message, context = conversation.message, conversation.context
     else:
-        macro = rng.choice(topic.macros)
-        message, context = writer.question(topic), ()
+        # each template equally likely, as before intents were tied to macros
+        macro = rng.choices(topic.macros, weights=[len(m.asks) for m in topic.macros])[0]
+        message, context = writer.question(topic, macro), ()
     return {
         "message": message,
         "context": context,
@@ -220,8 +226,11 @@ def _unanswerable_case(
     earlier = None
     if kind == "thanks" and rng.random() < THANKS_WITH_CONTEXT_SHARE:
         topic = rng.choice(base)
-        earlier = (topic, rng.choice(topic.macros).reply)
-    conversation = writer.unanswerable(kind, earlier)
+        earlier = (topic, rng.choice(topic.macros))
+    if kind == "missing_context" and rng.random() < CONTEXT_FREE_FOLLOWUP_SHARE:
+        conversation = writer.context_free_followup(rng.choice(base))
+    else:
+        conversation = writer.unanswerable(kind, earlier)
     reply = writer.generic_reply(kind) if rng.random() < GENERIC_REPLY_SHARE else None
     return {
         "message": conversation.message,

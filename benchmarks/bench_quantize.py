@@ -1,0 +1,183 @@
+"""Quantization benchmark on the synthetic world: chosen precision ÷ fp32 latency, per stage.
+
+Goal (issue 5): ≥ 2× faster at ≤ 1 point lost for the encoder stages (trigger, topic, the
+retrieve query embedder) and a measured speed-up for the generator (answer, tone).
+
+    .venv/bin/python benchmarks/bench_quantize.py --seed 7 --days 2
+
+Trains every stage with small settings (recorded in the results) on a seeded split of the
+synthetic world, then runs `quantize_stage` with `quantize.method: auto` on each — the same code
+`casepilot quantize` runs — and, for the answer stage, also GPTQ 4-bit (the GPU path, measured
+here on CPU). Latencies are medians of rounds interleaved across candidates in one process, so
+the ratios hold on a shared, busy machine even when the absolute times do not.
+Writes `benchmarks/results/quantize.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+# Small training settings: the benchmark measures quantization, not the best attainable model.
+SMALL_TRAINING = {
+    "trigger": {"max_steps": 60, "learning_rate": 1e-4, "warmup_ratio": 0.1},
+    "topic": {"max_steps": 60, "learning_rate": 3e-4, "warmup_ratio": 0.1},
+    "answer": {"epochs": 1.0},
+    "tone": {"epochs": 1.0},
+}
+
+
+def _train_stages(
+    params, split, docs, models: Path, qdrant: Path, tag: str, wanted: set[str]
+) -> dict[str, float]:
+    """Train each wanted stage that has no folder yet under `models`; returns seconds per stage."""
+    from pipelines.stages import answer, retrieve, tone, topic, trigger
+
+    seconds: dict[str, float] = {}
+
+    def run(stage: str, fn, *args, **kwargs) -> None:
+        if stage not in wanted or (models / stage / "stage.json").is_file():
+            return
+        started = time.perf_counter()
+        fn(*args, **kwargs)
+        seconds[stage] = round(time.perf_counter() - started, 1)
+        print(f"train {stage}: {seconds[stage]} s", flush=True)
+
+    cfg = {s: getattr(params, s).model_copy(update=u) for s, u in SMALL_TRAINING.items()}
+    run("trigger", trigger.train, cfg["trigger"], split.train, split.val, models / "trigger")
+    run("topic", topic.train, cfg["topic"], split.train, split.val, models / "topic")
+    run("retrieve", retrieve.train, params.retrieve, split.train, None, models / "retrieve",
+        docs=docs, location=str(qdrant), data_version=tag)  # fmt: skip
+    run("answer", answer.train, cfg["answer"], split.train, split.val, models / "answer", docs=docs)
+    run("tone", tone.train, cfg["tone"], split.train, split.val, models / "tone")
+    return seconds
+
+
+def _summary(report) -> dict:
+    """fp32 vs chosen: latency ratio, speed-up and metric change, plus every candidate."""
+    by_method = {c.method: c for c in report.candidates}
+    verdict = {v.method: v for v in report.verdicts}[report.chosen]
+    base, chosen = by_method["none"], by_method[report.chosen]
+    return {
+        "chosen": report.chosen,
+        "reason": report.reason,
+        "key_metric": report.key_metric,
+        "fp32_metric": base.metric,
+        "chosen_metric": chosen.metric,
+        "metric_change": chosen.metric - base.metric,
+        "fp32_latency_ms": base.latency_ms,
+        "chosen_latency_ms": chosen.latency_ms,
+        "latency_ratio": chosen.latency_ms / base.latency_ms,
+        "speedup": verdict.speedup,
+        "validation_cases": report.validation_cases,
+        "workload_examples": report.workload_examples,
+        "seconds": report.seconds,
+        "candidates": [
+            {
+                "method": c.method,
+                "metric": c.metric,
+                "metric_drop": v.metric_drop,
+                "latency_ms": c.latency_ms,
+                "speedup": v.speedup,
+                "disk_mb": round(c.disk_bytes / 1e6, 2),
+                "memory_mb": round(c.memory_bytes / 1e6, 2),
+                "passed": v.passed,
+            }
+            for c, v in zip(report.candidates, report.verdicts, strict=True)
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--stages", default="trigger,topic,retrieve,answer,tone,answer-gptq")
+    parser.add_argument("--max-val-cases", type=int, default=240)
+    parser.add_argument("--work", type=Path, default=None, help="models (default: under home)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quantize.json")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument(
+        "--merge", type=Path, nargs="*", default=[], help="add the stages of earlier result files"
+    )
+    args = parser.parse_args()
+
+    from pipelines.config import load_params
+    from pipelines.dataset import split_cases
+    from pipelines.quantize import quantize_stage
+    from pipelines.synth.world import generate_world
+
+    params = load_params(args.params)
+    params.home.apply()
+    work = args.work or params.home.root / "bench" / f"quantize-seed{args.seed}-days{args.days}"
+    models, qdrant = work / "models", work / "qdrant"
+    started = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    world = generate_world(params.data.synth, seed=args.seed, days=args.days)
+    cases = [case for day in world.days for case in day.cases]
+    split = split_cases(cases, params.data.validation_share, params.data.split_seed)
+    tag = f"synth-{args.seed}-{args.days}"
+    stages = args.stages.split(",")
+    wanted = {name.partition("-")[0] for name in stages}
+    train_seconds = _train_stages(params, split, world.docs, models, qdrant, tag, wanted)
+    results: dict[str, dict] = {}
+    for name in stages:
+        stage, _, variant = name.partition("-")
+        update = {"max_val_cases": args.max_val_cases}
+        update |= {"method": "gptq"} if variant == "gptq" else {}
+        cfg = params.quantize.model_copy(update=update)
+        report = quantize_stage(
+            cfg, stage, models / stage, split.val, work / "quantized" / name,
+            docs=world.docs, pool=split.train,
+        )  # fmt: skip
+        results[name] = _summary(report)
+        print(json.dumps({name: {k: results[name][k] for k in
+                                 ("chosen", "speedup", "metric_change")}}), flush=True)  # fmt: skip
+    for part in args.merge:  # stages measured by another process (same world, same settings)
+        results = json.loads(part.read_text(encoding="utf-8"))["stages"] | results
+    encoders = [results[s] for s in ("trigger", "topic", "retrieve") if s in results]
+    generators = [results[s] for s in ("answer", "tone") if s in results]
+    payload = {
+        "goal": {
+            "encoders": "≥ 2× faster (chosen ÷ fp32 latency ≤ 0.5) at ≤ 1 point lost",
+            "generators": "a measured speed-up",
+        },
+        "met": {
+            "encoders": all(r["speedup"] >= 2 and r["metric_change"] >= -0.01 for r in encoders),
+            "generators": any(r["speedup"] > 1 for r in generators),
+        },
+        "stages": results,
+        "quantize_params": params.quantize.model_dump(mode="json")
+        | {"max_val_cases": args.max_val_cases},
+        "training_overrides": SMALL_TRAINING,
+        "train_seconds": train_seconds,
+        "split": {
+            "train": len(split.train),
+            "val": len(split.val),
+            "val_share": params.data.validation_share,
+            "split_seed": params.data.split_seed,
+        },  # fmt: skip
+        "world": {"seed": args.seed, "days": args.days, "cases": len(cases)},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "shared": "yes: other jobs ran at the same time; ratios come from interleaved rounds",
+            "load_average_at_start": load_start,
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(payload["met"]), f"wall {payload['wall_seconds']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Deployments, schedules and the drift automation on a Prefect server, from `params.yaml`.
+
+- `ensure_work_pool`: the process work pool (`schedule.work_pool`) — flow runs are local
+  processes started by a `prefect worker`, no Docker.
+- `register_deployments`: `retrain` (cron `schedule.retrain_cron`), `monitor` (cron
+  `schedule.monitor_cron`), `promote` and `rollback` (on demand), all in `schedule.timezone`,
+  with the code taken from this checkout (a `set_working_directory` pull step, no remote code
+  store) and every flow run's state under the same CASEPILOT_HOME.
+- the automation `casepilot-retrain-on-drift`: a `casepilot.drift.breach` event from this
+  project's monitor runs the `retrain` deployment.
+
+All are idempotent: registering again updates what is there. `casepilot up` calls them after
+starting the server; `casepilot schedule` runs them against `schedule.prefect_api_url`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.lifecycle_hooks import DRIFT_EVENT, monitor_resource_id
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOYMENT = "casepilot"  # every flow's deployment has this name: `retrain/casepilot`, …
+AUTOMATION = "casepilot-retrain-on-drift"
+FLOWS = ("retrain", "monitor", "promote", "rollback")
+
+
+@contextlib.contextmanager
+def prefect_api(params: Params) -> Iterator[str]:
+    """Point the Prefect client at `schedule.prefect_api_url` (else the configured API URL)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = params.schedule.prefect_api_url or PREFECT_API_URL.value()
+    if not url:
+        raise RuntimeError(
+            "no Prefect server to register with: set schedule.prefect_api_url in params.yaml "
+            "(or CASEPILOT_PREFECT_API_URL), or start one with `casepilot up`"
+        )
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield url
+
+
+def ensure_work_pool(params: Params) -> str:
+    """Create the process work pool `schedule.work_pool` unless it exists; returns its name."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    name = params.schedule.work_pool
+    with prefect_api(params), get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="casepilot: lifecycle flows as local processes",
+                )
+            )
+            return name
+    if pool.type != "process":
+        raise RuntimeError(
+            f"work pool {name!r} exists with type {pool.type!r}, not 'process'; set "
+            "schedule.work_pool to another name or delete that pool"
+        )
+    return name
+
+
+def _deployment(params: Params, flow_name: str, params_file: Path) -> Any:
+    from prefect import Flow
+    from prefect.client.schemas.schedules import CronSchedule
+
+    cfg = params.schedule
+    cron = {"retrain": cfg.retrain_cron, "monitor": cfg.monitor_cron}.get(flow_name)
+    flow = Flow.from_source(source=str(REPO), entrypoint=f"flows/lifecycle.py:{flow_name}")
+    return flow.to_deployment(
+        name=DEPLOYMENT,
+        schedules=[CronSchedule(cron=cron, timezone=cfg.timezone)] if cron else None,
+        parameters={"params_file": str(params_file)},
+        job_variables={"env": params.home.framework_env()},
+        work_pool_name=cfg.work_pool,
+        concurrency_limit=1 if flow_name == "retrain" else None,  # a drift storm queues one
+        tags=["casepilot"],
+        description=(flow.description or "").split("\n")[0],
+    )
+
+
+def register_deployments(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
+    """Create or update the four deployments and the drift automation; their names.
+
+    Returns `flow/deployment` names (e.g. `retrain/casepilot`) and the automation's name.
+    `params_file` is what each run loads (made absolute here, as runs start in the checkout).
+    """
+    params_path = Path(params_file).expanduser().resolve()
+    pool = ensure_work_pool(params)
+    names = []
+    with prefect_api(params):
+        ids = {}
+        for flow_name in FLOWS:
+            ids[flow_name] = _deployment(params, flow_name, params_path).apply(work_pool_name=pool)
+            names.append(f"{flow_name}/{DEPLOYMENT}")
+        ensure_drift_automation(params, ids["retrain"])
+    return [*names, AUTOMATION]
+
+
+def ensure_drift_automation(params: Params, retrain_deployment_id: Any) -> Any:
+    """(Re)create the automation: drift-breach event of this monitor → run `retrain`."""
+    from prefect import get_client
+    from prefect.automations import Automation, EventTrigger, RunDeployment
+
+    with prefect_api(params):
+        with get_client(sync_client=True) as client:
+            for old in client.read_automations_by_name(AUTOMATION):
+                client.delete_automation(old.id)
+        automation = Automation(
+            name=AUTOMATION,
+            description="Monitor drift breach → retrain (casepilot, DESIGN §3)",
+            trigger=EventTrigger(
+                expect={DRIFT_EVENT},
+                match={"prefect.resource.id": monitor_resource_id(params)},
+                posture="Reactive",
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[RunDeployment(source="selected", deployment_id=retrain_deployment_id)],
+        )
+        return automation.create().id

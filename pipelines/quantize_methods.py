@@ -1,0 +1,127 @@
+"""Apply a recorded quantization method to a loaded model: what every stage's `load` calls.
+
+`casepilot quantize` writes the chosen method into the stage folder's `stage.json` under
+`quantization: {method: …}`; the stage's `load` reads it back through the loaders below, so the
+registry, the cascade and the service all run the variant that passed the accuracy gate.
+
+- `none` (fp32): the trained weights as they are.
+- `bf16`: weights saved in bfloat16 and the module run in bfloat16 (AMX tiles on this CPU).
+- `int8_dynamic`: torch dynamic int8 quantization of every `nn.Linear`, applied at load from the
+  fp32 safetensors (its packed weights have no safetensors form).
+- `quanto_int8` / `quanto_int4`: optimum-quanto weight-only quantization, applied at load.
+- `gptq`: a GPTQModel 4-bit checkpoint written by `quantize_gptq` (decoder stages only).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+NONE = "none"
+CPU_METHODS = ("bf16", "int8_dynamic", "quanto_int8", "quanto_int4")
+GPTQ = "gptq"
+ALL_METHODS = (NONE, *CPU_METHODS, GPTQ)
+
+
+def recorded_method(stage_info: Mapping[str, Any] | None) -> str:
+    """The quantization method a `stage.json` records ('none' when it records none)."""
+    value = (stage_info or {}).get("quantization")
+    if isinstance(value, Mapping):
+        value = value.get("method")
+    method = str(value) if value else NONE
+    if method not in ALL_METHODS:
+        raise ValueError(
+            f"stage.json records quantization {method!r}, which this version cannot load; "
+            f"use one of {', '.join(ALL_METHODS)} (re-run `casepilot quantize`)"
+        )
+    return method
+
+
+def apply_method(model: Any, method: str) -> Any:
+    """Return `model` (a torch module in eval mode) converted to `method`; fp32 and gptq as is."""
+    import torch
+
+    model = model.eval()
+    if method in (NONE, GPTQ):
+        return model
+    if method == "bf16":
+        return model.to(torch.bfloat16)
+    if method == "int8_dynamic":
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():  # the eager API is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+    if method in ("quanto_int8", "quanto_int4"):
+        from optimum.quanto import freeze, qint4, qint8, quantize
+
+        # Quantized inside inference mode: the stages run under it, and quanto's int4 weights
+        # cannot be viewed there unless they were made there.
+        with torch.inference_mode():
+            quantize(model, weights=qint8 if method == "quanto_int8" else qint4)
+            freeze(model)
+        return model
+    raise ValueError(f"unknown quantization method {method!r}; use one of {ALL_METHODS}")
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes of the model's state (weights and buffers, as serialized) in memory."""
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(model.state_dict(), buffer)  # in memory only: a size, never a file
+    return buffer.tell()
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes on disk of a stage folder (files, symlinks followed)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def load_sequence_classifier(model_dir: Path, stage_info: Mapping[str, Any] | None) -> Any:
+    """The classifier of a trigger/topic folder, in the precision its `stage.json` records."""
+    from transformers import AutoModelForSequenceClassification
+
+    method = recorded_method(stage_info)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    return apply_method(model, method)
+
+
+def load_causal_lm(model_dir: Path, stage_info: Mapping[str, Any] | None) -> Any:
+    """The decoder of an answer/tone folder, in the precision its `stage.json` records."""
+    method = recorded_method(stage_info)
+    if method == GPTQ:
+        from pipelines.quantize_gptq import load_gptq
+
+        return load_gptq(Path(model_dir))
+    from transformers import AutoModelForCausalLM
+
+    return apply_method(AutoModelForCausalLM.from_pretrained(str(model_dir)), method)
+
+
+def load_stage_embedder(name: str, batch_size: int, stage_info: Mapping[str, Any] | None) -> Any:
+    """The retrieve stage's query embedder in the recorded precision (the index is unchanged)."""
+    from pipelines.embedder import load_embedder
+
+    method = recorded_method(stage_info)
+    if method == NONE:
+        return load_embedder(name, batch_size)
+    if method == GPTQ:
+        raise ValueError("retrieve: GPTQ applies to decoder stages only; quantize with 'auto'")
+    return _quantized_embedder(name, batch_size, method)
+
+
+@functools.lru_cache(maxsize=4)
+def _quantized_embedder(name: str, batch_size: int, method: str) -> Any:
+    """A separate quantized Embedder: the shared fp32 one (drift, baselines) stays untouched."""
+    from pipelines.embedder import Embedder
+
+    embedder = Embedder(name, batch_size=batch_size)
+    embedder.model = apply_method(embedder.model, method)
+    return embedder

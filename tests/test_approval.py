@@ -1,0 +1,285 @@
+"""Approval-gated promotion, rollback and the refusal of unapproved champions, on real MLflow.
+
+Registry state lives in a SQLite store under tmp; pages go to a real HTTP receiver on 127.0.0.1.
+The reviewer's action in the MLflow UI is a model version tag, so the tests set it with the
+same client call the UI makes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import test_registry
+from test_paging import Receiver
+from test_registry import _register, winning_decision
+
+from monitoring.promotion import ShadowStats
+from pipelines.approval import (
+    APPROVED_AT,
+    REQUESTED_AT,
+    PromotionRefused,
+    UnapprovedChampion,
+    approval_record,
+    approve_version,
+    request_promotion,
+)
+from pipelines.config import Params, params_from_mapping
+from pipelines.home import Home
+from pipelines.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION,
+    aliases_of,
+    bootstrap_champion,
+    promote_challenger,
+    registry_client,
+    resolve_cascade_dirs,
+    resolve_stage,
+)
+from pipelines.registry_rollback import auto_rollback, rollback_champion
+
+PASSING = {"accuracy": 0.9}
+TAG = "casepilot.approved_by"
+# the registry tests' fixtures: a tiny stage folder, one SQLite store for the module
+stage_dir, store = test_registry.stage_dir, test_registry.store
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+def make_params(tmp_path: Path, store_uri: str, pager_url: str | None = None) -> Params:
+    tag = uuid.uuid4().hex[:8]
+    pager = {"kind": "webhook", "url": pager_url, "retries": 1, "timeout_s": 5} if pager_url else {}
+    raw = {
+        "register": {"tracking_uri": store_uri, "model_prefix": f"a{tag}-",
+                     "experiment": f"approval-{tag}", "gates": {"topic": {"accuracy": 0.8}}},
+        "monitor": {"pager": pager},
+        "promote": {"rollback_min_cases": 20, "mlflow_ui_url": "http://127.0.0.1:5999"},
+    }  # fmt: skip
+    return params_from_mapping(raw, home=Home(tmp_path / "home"), env={})
+
+
+@pytest.fixture
+def params(store: str, tmp_path: Path) -> Params:
+    return make_params(tmp_path, store)
+
+
+def _champion_and_challenger(params: Params, stage_dir: Path) -> tuple[str, str, str]:
+    """v1 bootstrapped as champion, v2 the challenger; returns (name, v1, v2)."""
+    first = _register(params, stage_dir, PASSING)
+    bootstrap_champion(params, by="ops-lead", stages=["topic"])
+    second = _register(params, stage_dir, PASSING)
+    return first.name, first.version, second.version
+
+
+def test_approval_record_reads_the_reviewer_tag_or_a_bootstrap() -> None:
+    assert approval_record({}, TAG) is None
+    assert approval_record({TAG: "  "}, TAG) is None
+    assert approval_record({TAG: "jane", APPROVED_AT: "2026-01-01"}, TAG).by == "jane"
+    boot = approval_record({"casepilot.bootstrap": "true", "casepilot.promoted_by": "ops"}, TAG)
+    assert boot.bootstrap and boot.by == "ops"
+    assert approval_record({"casepilot.bootstrap": "false"}, TAG) is None
+
+
+def test_promotion_is_refused_without_the_reviewer_tag(params, stage_dir) -> None:
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    request = request_promotion(params, "topic", winning_decision(params))
+    assert request.version == v2
+    assert request.link == f"http://127.0.0.1:5999/#/models/{name}/versions/{v2}"
+    with pytest.raises(PromotionRefused, match=f"sets the tag `{TAG}`.*MLflow UI"):
+        promote_challenger(params, "topic")
+    assert aliases_of(registry_client(params), name) == {CHAMPION: v1, CHALLENGER: v2}
+
+
+def test_promotion_is_refused_with_approval_but_no_request(params, stage_dir) -> None:
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    registry_client(params).set_model_version_tag(name, v2, TAG, "jane.doe")  # the UI's action
+    with pytest.raises(PromotionRefused, match="no promotion request"):
+        promote_challenger(params, "topic")
+    assert aliases_of(registry_client(params), name)[CHAMPION] == v1
+
+
+def test_a_request_needs_a_winning_decision_and_a_fresh_approval(params, stage_dir) -> None:
+    from monitoring.promotion import decide_promotion
+
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    tie = ShadowStats("x", {"a": True, "b": False})
+    losing = decide_promotion(tie, tie, {}, params.promote)
+    with pytest.raises(ValueError, match="does not support promoting topic"):
+        request_promotion(params, "topic", losing)
+    with pytest.raises(ValueError, match="already the champion"):
+        request_promotion(params, "topic", winning_decision(params), version=v1)
+    client = registry_client(params)
+    client.set_model_version_tag(name, v2, TAG, "early-bird")
+    request_promotion(params, "topic", winning_decision(params))
+    assert TAG not in client.get_model_version(name, v2).tags  # approve this evidence, not older
+    requested = datetime.fromisoformat(client.get_model_version(name, v2).tags[REQUESTED_AT])
+    client.set_model_version_tag(name, v2, TAG, "jane.doe")
+    client.set_model_version_tag(
+        name, v2, APPROVED_AT, (requested - timedelta(hours=1)).isoformat()
+    )
+    with pytest.raises(PromotionRefused, match="predates the promotion request"):
+        promote_challenger(params, "topic")
+    client.set_model_version_tag(name, v2, APPROVED_AT, "yesterday")
+    with pytest.raises(PromotionRefused, match="not an ISO 8601 time"):
+        promote_challenger(params, "topic")
+
+
+def test_approved_promotion_moves_champion_and_records_the_audit(params, stage_dir) -> None:
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    decision = winning_decision(params)
+    request_promotion(params, "topic", decision)
+    client = registry_client(params)
+    client.set_model_version_tag(name, v2, TAG, "jane.doe")  # no approved_at: promote stamps it
+    before = datetime.now(UTC).replace(microsecond=0)
+    moved = promote_challenger(params, "topic", promoted_by="promote-flow")
+
+    assert (moved.version, moved.previous, moved.approved_by) == (v2, v1, "jane.doe")
+    assert aliases_of(client, name) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}
+    tags = client.get_model_version(name, v2).tags
+    assert datetime.fromisoformat(tags[APPROVED_AT]) >= before
+    assert tags["casepilot.promoted_by"] == "promote-flow"
+    assert tags["casepilot.promotion_run_id"] == moved.audit_run_id
+    assert json.loads(tags["casepilot.promotion_evidence"])["cases"] == decision.cases
+    assert client.get_model_version(name, v1).tags["casepilot.replaced_by"] == v2
+
+    run = client.get_run(moved.audit_run_id)
+    assert (
+        run.info.experiment_id
+        == client.get_experiment_by_name(params.register.experiment).experiment_id
+    )
+    assert run.data.tags["casepilot.event"] == "promotion"
+    assert run.data.tags["casepilot.approved_by"] == "jane.doe"
+    assert run.data.tags["casepilot.previous_champion"] == v1
+    assert run.data.metrics["p_value"] == pytest.approx(decision.p_value)
+    assert run.data.metrics["challenger_match_rate"] == pytest.approx(0.9)
+    evidence = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "evidence.json", str(params.home.root))
+        ).read_text()
+    )
+    assert evidence["stage_delta.topic"] == pytest.approx(0.01)
+    assert resolve_stage(params, "topic", CHAMPION).version == v2  # approved: loads
+
+
+def test_rollback_restores_the_previous_champion_and_pages(
+    store, stage_dir, tmp_path, receiver
+) -> None:
+    params = make_params(tmp_path, store, receiver.url)
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    with pytest.raises(LookupError, match="no previous champion"):
+        rollback_champion(params, "topic", "too early")
+    request_promotion(params, "topic", winning_decision(params))
+    approve_version(params, "topic", "jane.doe")
+    promote_challenger(params, "topic")
+
+    done = rollback_champion(params, "topic", "match rate fell", link="http://127.0.0.1:8000/p")
+    client = registry_client(params)
+    assert aliases_of(client, name) == {CHAMPION: v1}  # v1 had no predecessor to keep
+    assert (done.from_version, done.to_version) == (v2, v1)
+    assert (
+        client.get_model_version(name, v2).tags["casepilot.rolled_back_reason"] == "match rate fell"
+    )
+    assert client.get_model_version(name, v1).tags["casepilot.restored_from"] == v2
+    assert client.get_run(done.audit_run_id).data.tags["casepilot.event"] == "rollback"
+
+    assert done.page.status == "sent", done.page.reason
+    (page,) = [r["json"] for r in receiver.requests]
+    assert page["dedup_key"] == f"casepilot-rollback-{name}-v{v2}"
+    assert page["links"] == [{"href": "http://127.0.0.1:8000/p", "text": "evidence"}]
+    assert page["details"]["to_version"] == v1 and "match rate fell" in page["summary"]
+    assert page["details"]["audit_run"].endswith(f"/runs/{done.audit_run_id}")
+    assert resolve_stage(params, "topic", CHAMPION).version == v1
+
+
+def test_auto_rollback_acts_only_on_a_real_regression(store, stage_dir, tmp_path, receiver) -> None:
+    params = make_params(tmp_path, store, receiver.url)
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    request_promotion(params, "topic", winning_decision(params))
+    approve_version(params, "topic", "jane.doe")
+    promote_challenger(params, "topic")
+    before = ShadowStats("champion", {f"b{i}": i % 10 < 8 for i in range(40)})  # 0.80
+    steady = ShadowStats("champion", {f"a{i}": i % 10 < 8 for i in range(40)})  # 0.80
+    worse = ShadowStats("champion", {f"a{i}": i % 10 < 5 for i in range(40)})  # 0.50
+
+    kept = auto_rollback(params, "topic", (before, steady))
+    assert not kept.decision.roll_back and kept.rollback is None
+    assert aliases_of(registry_client(params), name)[CHAMPION] == v2 and not receiver.requests
+
+    rolled = auto_rollback(params, "topic", (before, worse))
+    assert rolled.decision.roll_back and rolled.rollback.to_version == v1
+    assert aliases_of(registry_client(params), name)[CHAMPION] == v1
+    (page,) = [r["json"] for r in receiver.requests]
+    assert page["details"]["after_match_rate"] == pytest.approx(0.5)
+    assert page["links"][0]["href"].startswith("http://127.0.0.1:5999/#/experiments/")
+
+
+def test_an_unapproved_champion_is_refused_and_paged_once(
+    store, stage_dir, tmp_path, receiver
+) -> None:
+    params = make_params(tmp_path, store, receiver.url)
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    registry_client(params).set_registered_model_alias(name, CHAMPION, v2)  # around the gate
+    for _ in range(2):
+        with pytest.raises(UnapprovedChampion, match=f"no approval record .*`{TAG}`") as err:
+            resolve_stage(params, "topic", CHAMPION)
+        assert "casepilot rollback topic" in str(err.value)
+    assert not (params.home.cache / "mlflow-models" / "topic" / v2).exists()  # refused first
+    assert resolve_stage(params, "topic", CHALLENGER).version == v2  # as challenger: fine
+    registry_client(params).delete_registered_model_alias(name, CHALLENGER)
+    with pytest.raises(UnapprovedChampion):
+        resolve_cascade_dirs(params, CHALLENGER, stages=["topic"])  # falls back to champion
+    (page,) = [r["json"] for r in receiver.requests]  # one page per version, not per attempt
+    assert page["dedup_key"] == f"casepilot-unapproved-champion-{name}-v{v2}"
+    assert page["links"][0]["href"].endswith(f"/#/models/{name}/versions/{v2}")
+
+
+def test_cli_promote_refuses_without_approval_and_rolls_back(
+    store, stage_dir, tmp_path, monkeypatch
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    params = make_params(tmp_path, store)
+    monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"register": params.register.model_dump()}))
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    runner = CliRunner()
+    args = ["--stage", "topic", "--yes", "--params", str(params_file)]
+
+    def said(result) -> str:  # Rich wraps long lines at the runner's width
+        return " ".join(result.output.split())
+
+    by = runner.invoke(app, ["promote", "--by", "me", *args])
+    assert by.exit_code == 2 and "--by only names who bootstraps" in said(by)
+    refused = runner.invoke(app, ["promote", *args])
+    assert refused.exit_code == 1 and "no promotion request" in said(refused)
+    request_promotion(params, "topic", winning_decision(params))
+    refused = runner.invoke(app, ["promote", *args])
+    assert refused.exit_code == 1 and f"sets the tag `{TAG}`" in said(refused)
+    approve_version(params, "topic", "jane.doe")
+    promoted = runner.invoke(app, ["promote", "--yes", "--params", str(params_file)])  # all
+    assert promoted.exit_code == 0, promoted.output
+    assert "jane.doe" in promoted.output
+    assert aliases_of(registry_client(params), name)[CHAMPION] == v2
+
+    rolled = runner.invoke(app, ["rollback", "topic", "--reason", "agents complain", "--yes",
+                                 "--params", str(params_file)])  # fmt: skip
+    assert rolled.exit_code == 0, rolled.output
+    assert aliases_of(registry_client(params), name)[CHAMPION] == v1
+    logged = [
+        json.loads(line) for line in (params.home.logs / "pages.jsonl").read_text().splitlines()
+    ]
+    assert logged[-1]["dedup_key"] == f"casepilot-rollback-{name}-v{v2}"

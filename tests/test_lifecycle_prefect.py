@@ -1,0 +1,366 @@
+"""The lifecycle flows on real Prefect: resumable retraining, failure alerts, drift → retrain.
+
+Fast-ish tests run the flows on Prefect's test harness (a temporary API and database) with a tiny
+BERT trigger; the slow one starts `prefect server` on 127.0.0.1, registers the deployments and
+the automation with `casepilot schedule`, runs the real `monitor` flow on drifted traffic, and
+waits for the automation to create a `retrain` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_registry
+import yaml
+
+from pipelines.config import SynthConfig, load_params
+from pipelines.contract import PredictionRecord, Suggestion
+from pipelines.home import Home
+from pipelines.intake.store import IntakePaths, write_accepted
+from pipelines.synth import generate_world
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def _world(days: int, cases_per_day: int = 40) -> dict[int, list]:
+    world = generate_world(SynthConfig(cases_per_day=cases_per_day), seed=7, days=days)
+    return {batch.day: list(batch.cases) for batch in world.days}
+
+
+def _write_params(path: Path, sections: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    return path
+
+
+def _accept(home: Home, cases: list) -> None:
+    params = load_params(Path("/nonexistent/params.yaml"), home=home, env={})
+    write_accepted(IntakePaths.for_params(params), "reference", cases)
+
+
+# ---------------------------------------------------------------- harness tests
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def tiny_trigger_params(home: Home, tmp_path: Path) -> Path:
+    """params.yaml for a tiny BERT trigger (2 steps) on 80 accepted synthetic cases."""
+    from pipelines.stages.classifier import build_tiny_encoder
+
+    cases = [case for day in _world(2).values() for case in day]
+    _accept(home, cases)
+    words = " ".join(c.message for c in cases).split()
+    base = build_tiny_encoder(tmp_path / "base", words, hidden=16, layers=1)
+    trigger = {"base_model": str(base), "max_steps": 2, "batch_size": 8, "torch_threads": 1}
+    quantize = {"method": "int8_dynamic", "latency_rounds": 1, "latency_batch": 8}
+    return _write_params(tmp_path / "params.yaml", {"trigger": trigger, "quantize": quantize})
+
+
+STEPS = ("intake", "dataset-version", "train", "quantize", "evaluate", "register-challenger")
+
+
+def _task_states(flow_run_id: Any) -> dict[str, str]:
+    """Task name (before the run suffix) → final state name, for one flow run.
+
+    Prefect 3 records task runs from their events, a moment after the flow returns: poll
+    (bounded) until every step of the retrain flow is there in a final state.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            states = {run.name.rsplit("-", 1)[0]: run.state for run in runs if run.state}
+            done = set(STEPS) <= set(states) and all(s.is_final() for s in states.values())
+            if done or time.monotonic() > deadline:
+                return {name: state.name for name, state in states.items()}
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_retrain_resumes_from_persisted_results_and_retrains_changed_stages(
+    harness: None, tiny_trigger_params: Path, home: Home
+) -> None:
+    from flows.lifecycle import retrain
+
+    first = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
+    assert first.is_completed(), first.message
+    registered = first.result()
+    assert set(registered) == {"trigger"} and registered["trigger"]["version"] == "1"
+    quantized = Path(registered["trigger"]["model_dir"])
+    assert (quantized / "quantize.json").is_file()  # the gate measured fp32 against int8
+    assert set(_task_states(first.state_details.flow_run_id).values()) == {"Completed"}
+    stored = list((home.prefect / "results").iterdir())
+    assert len(stored) >= 4  # train, quantize, evaluate, register results under CASEPILOT_HOME
+
+    # Run again (as after a kill): every finished stage step comes back from its stored result.
+    again = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
+    assert again.result() == registered  # no new model version was registered
+    states = _task_states(again.state_details.flow_run_id)
+    for step in ("train", "quantize", "evaluate", "register-challenger"):
+        assert states[step] == "Cached", states
+    assert states["intake"] == "Completed"  # fresh batches are always looked for
+
+    # A changed params section is a changed stage: it trains and registers anew.
+    raw = yaml.safe_load(tiny_trigger_params.read_text())
+    raw["trigger"]["learning_rate"] = 1e-4
+    tiny_trigger_params.write_text(yaml.safe_dump(raw))
+    changed = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
+    assert changed.result()["trigger"]["version"] == "2"
+    assert _task_states(changed.state_details.flow_run_id)["train"] == "Completed"
+
+
+def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Path) -> None:
+    from flows.lifecycle import retrain
+    from monitoring.alerts import read_alerts
+
+    params_file = _write_params(tmp_path / "params.yaml", {})
+    state = retrain(str(params_file), ["no-such-stage"], return_state=True)
+    assert state.is_failed()
+    params = load_params(params_file)
+    alerts = [a for a in read_alerts(params) if a.kind == "flow_failed"]
+    assert len(alerts) == 1 and alerts[0].details["flow"] == "retrain"
+    assert "unknown stage" in alerts[0].summary and "no-such-stage" in alerts[0].summary
+    pages = (params.home.logs / "pages.jsonl").read_text().splitlines()
+    assert json.loads(pages[-1])["dedup_key"] == "casepilot-flow-failed-retrain"
+
+
+# ---------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    from flows.services import free_port
+
+    return free_port()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1 with its own database; yields the API URL."""
+    root = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"prefect server did not get healthy: {(root / 'server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(timeout=10)
+        log.close()
+
+
+def _drifted_prediction_log(url: str, cases: list) -> None:
+    """Traffic from after the world drifted, as the service would have logged it."""
+    from monitoring.prediction_log import PredictionLog
+
+    start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    records = [
+        PredictionRecord(
+            request_id=f"r-{case.case_id}",
+            case_id=case.case_id,
+            created_at=start + timedelta(minutes=i),
+            message=case.message,
+            champion=Suggestion(
+                text=case.agent_reply,
+                topic=case.topic,
+                stopped_at=None if case.agent_reply else "trigger",
+                abstain_reason=None if case.agent_reply else "trigger: below threshold",
+                scores={"trigger": 0.9 if case.answerable else 0.1, "topic": 0.8},
+                latency_ms=5.0,
+            ),
+            latency_ms=5.0,
+        )
+        for i, case in enumerate(cases)
+    ]
+    log = PredictionLog.from_url(url)
+    try:
+        log.write(records)
+    finally:
+        log.close()
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float) -> str:
+    done = subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_drift_breach_runs_retrain_through_the_automation(
+    prefect_server: str, home: Home, tmp_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.lifecycle_deploy import AUTOMATION
+
+    world = _world(12)
+    _accept(home, [c for day in range(1, 6) for c in world[day]])  # the training data
+    pool = f"casepilot-test-{tmp_path.name[-8:]}"
+    params_file = _write_params(
+        tmp_path / "params.yaml",
+        {
+            "monitor": {"window_cases": 200, "breach_n": 1, "breach_m": 1},
+            "schedule": {"prefect_api_url": prefect_server, "work_pool": pool},
+        },
+    )
+    params = load_params(params_file)
+    _drifted_prediction_log(params.prediction_log_url, [c for d in range(9, 13) for c in world[d]])
+    env = {**os.environ, "CASEPILOT_HOME": str(home.root), "PREFECT_API_URL": prefect_server}
+
+    out = _run([PYTHON, "-m", "flows.cli", "schedule", "--params", str(params_file)], env, 120)
+    assert "retrain/casepilot" in out and AUTOMATION in out
+
+    monitor = (
+        "import json, sys; from flows.lifecycle import monitor; "
+        "print(json.dumps(monitor(sys.argv[1])))"
+    )
+    out = _run([PYTHON, "-c", monitor, str(params_file)], env, 240)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["breach"] and result["event_id"], result
+    assert result["page"] and result["paged"] == "sent"
+    page = json.loads((home.logs / "pages.jsonl").read_text().splitlines()[-1])
+    assert page["links"][0]["href"] == result["evidence_url"]
+
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server}),
+        get_client(sync_client=True) as client,
+    ):
+        retrain = client.read_deployment_by_name("retrain/casepilot")
+        assert retrain.work_pool_name == pool
+        assert retrain.schedules[0].schedule.cron == params.schedule.retrain_cron
+        deadline = time.monotonic() + 60
+        runs: list = []
+        while not runs and time.monotonic() < deadline:
+            runs = [
+                run
+                for run in client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[retrain.id]))
+                )
+                if run.created_by and run.created_by.type == "AUTOMATION"
+            ]
+            time.sleep(0.5)
+    assert runs, "the drift-breach event did not start a retrain run within 60 s"
+    assert runs[0].created_by.display_value == AUTOMATION
+    assert runs[0].parameters["params_file"] == str(params_file.resolve())
+
+
+stage_dir = test_registry.stage_dir  # a tiny registered-model folder (module fixture)
+
+
+@pytest.mark.slow
+def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
+    prefect_server: str, home: Home, tmp_path: Path, stage_dir: Path
+) -> None:
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.lifecycle import promote, rollback
+    from monitoring.alerts import read_alerts
+    from pipelines.approval import approve_version, request_promotion
+    from pipelines.registry import CHAMPION, aliases_of, bootstrap_champion, registry_client
+
+    params_file = _write_params(
+        tmp_path / "params.yaml",
+        {"register": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                      "gates": {"topic": {"accuracy": 0.8}}}},
+    )  # fmt: skip
+    params = load_params(params_file)
+    first = test_registry._register(params, stage_dir, {"accuracy": 0.9})
+    bootstrap_champion(params, by="ops-lead", stages=["topic"])
+    second = test_registry._register(params, stage_dir, {"accuracy": 0.9})
+    request_promotion(params, "topic", test_registry.winning_decision(params))
+    champion = lambda: aliases_of(registry_client(params), first.name)[CHAMPION]  # noqa: E731
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        refused = promote(str(params_file), "topic", return_state=True)
+        assert refused.is_failed() and "promotion refused" in refused.message
+        assert refused.result(raise_on_failure=False)["topic"]["status"] == "refused"
+        assert champion() == first.version
+        assert any(a.details.get("flow") == "promote" for a in read_alerts(params))
+
+        approve_version(params, "topic", "demo-reviewer")
+        promoted = promote(str(params_file), "topic", return_state=True)
+        assert promoted.is_completed(), promoted.message
+        outcome = promoted.result()["topic"]
+        assert outcome["status"] == "promoted" and outcome["approved_by"] == "demo-reviewer"
+        assert champion() == second.version
+
+        rolled = rollback(str(params_file), "topic", "forced regression", return_state=True)
+        assert rolled.result()["to_version"] == first.version and champion() == first.version
+
+        with get_client(sync_client=True) as client:  # the runs are the real server's
+            states = [
+                client.read_flow_run(s.state_details.flow_run_id).state.name
+                for s in (refused, promoted, rolled)
+            ]
+        _flush_to_api()
+    assert states == ["Failed", "Completed", "Completed"]
+
+
+def _flush_to_api() -> None:
+    """Send this process's buffered run logs and events while the server still runs."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)

@@ -1,0 +1,186 @@
+"""`casepilot up` / `down`: the whole local stack on loopback, MLflow behind sign-in, then gone."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import mlflow_auth, stack
+from flows.cli_up import prefect_api_url
+from flows.services import free_port
+from pipelines.config import params_from_mapping
+from pipelines.home import Home
+
+CASEPILOT = str(Path(sys.executable).with_name("casepilot"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    for _ in range(50):
+        ports.add(free_port())
+        if len(ports) == n:
+            return sorted(ports)
+    raise RuntimeError("could not find distinct free ports")
+
+
+def _status(url: str, body: dict | None = None) -> int:
+    """HTTP status of an anonymous GET (or JSON POST) to `url`."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _casepilot(
+    args: list[str], env: dict[str, str], timeout_s: float
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CASEPILOT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+def test_prefect_api_url_defaults_to_loopback_and_refuses_a_remote_server(home: Home) -> None:
+    assert prefect_api_url(params_from_mapping({}, home=home, env={})) == (
+        "http://127.0.0.1:4200/api",
+        4200,
+    )
+    local = {"schedule": {"prefect_api_url": "http://127.0.0.1:4321/api/"}}
+    assert prefect_api_url(params_from_mapping(local, home=home, env={})) == (
+        "http://127.0.0.1:4321/api",
+        4321,
+    )
+    remote = {"schedule": {"prefect_api_url": "https://prefect.example.com/api"}}
+    with pytest.raises(ValueError, match="remote server.*set it to null"):
+        prefect_api_url(params_from_mapping(remote, home=home, env={}))
+
+
+def test_credentials_come_from_env_or_are_generated_once_into_a_0600_file(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(mlflow_auth.PASSWORD_ENV[mlflow_auth.REVIEWER], "reviewer-from-env")
+    monkeypatch.delenv(mlflow_auth.ADMIN_PASSWORD_ENV, raising=False)
+    first = mlflow_auth.load_or_create_credentials(home)
+    assert first.reviewer_password == "reviewer-from-env"
+    assert len(first.admin_password) >= 20 and first.admin_password != first.promoter_password
+    path = mlflow_auth.secrets_file(home)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    monkeypatch.setenv(mlflow_auth.PASSWORD_ENV[mlflow_auth.REVIEWER], "changed")
+    assert mlflow_auth.load_or_create_credentials(home) == first  # the user store keeps the first
+    ini = mlflow_auth.write_auth_config(home, first).read_text()
+    assert "default_permission = READ" in ini and str(home.mlflow) in ini
+    assert first.admin_password not in ini and first.reviewer_password not in ini
+    env = mlflow_auth.client_env(first, mlflow_auth.PROMOTER)
+    assert env == {"MLFLOW_TRACKING_USERNAME": "promoter",
+                   "MLFLOW_TRACKING_PASSWORD": first.promoter_password}  # fmt: skip
+    with pytest.raises(KeyError, match="no casepilot MLflow user 'mallory'"):
+        first.password("mallory")
+
+
+def test_down_signals_only_a_group_that_still_runs_the_recorded_command(home: Home) -> None:
+    command = [sys.executable, "-c", "import signal; signal.pause()"]
+    service = stack.launch("idle", command, dict(os.environ), home.logs / "idle.log", "-")
+    try:
+        assert stack.is_running(service) and stack.is_ours(service)
+        recycled = stack.Service(**{**service.__dict__, "cmdline": ["some", "other", "program"]})
+        assert stack.stop_group(recycled) == "not running"  # a reused pid is never signalled
+        assert stack.is_running(service)
+        assert stack.stop_group(service).startswith("stopped in ")
+        assert not stack.is_ours(service) and stack.stop_group(service) == "not running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.pgid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
+    home: Home, tmp_path: Path
+) -> None:
+    prefect_port, mlflow_port, ui_port, serve_port = _ports(4)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(
+        yaml.safe_dump(
+            {
+                "register": {"server_port": mlflow_port},
+                "monitor": {"ui_port": ui_port},
+                "serve": {"port": serve_port},
+                "schedule": {
+                    "prefect_api_url": f"http://127.0.0.1:{prefect_port}/api",
+                    "work_pool": f"up-test-{prefect_port}",
+                },
+            }
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_TRACKING_", "MLFLOW_AUTH_", "CASEPILOT_"))
+    }
+    env["CASEPILOT_HOME"] = str(home.root)
+    args = ["--params", str(params_file)]
+    recorded: dict[str, stack.Service] = {}
+    try:
+        up = _casepilot(["up", *args], env, 240)
+        assert up.returncode == 0, up.stdout + up.stderr
+        recorded = stack.read_state(home)
+        assert set(recorded) == {"prefect-server", "prefect-worker", "mlflow", "evidently-ui"}
+        assert "bentoml skipped: no champion" in up.stdout  # nothing registered yet
+        for service in recorded.values():
+            assert service.url.startswith("http://127.0.0.1:")
+            assert service.pid == service.pgid and stack.is_running(service)
+
+        # every UI answers on loopback
+        assert _status(f"http://127.0.0.1:{prefect_port}/api/health") == 200
+        assert _status(f"http://127.0.0.1:{ui_port}/api/version") == 200
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        assert _status(f"{mlflow_url}/health") == 200
+
+        # the registry refuses anonymous writes and reads; the promoter and reviewer may change it
+        create = f"{mlflow_url}/api/2.0/mlflow/registered-models/create"
+        assert _status(create, {"name": "casepilot-topic"}) == 401
+        assert _status(f"{mlflow_url}/api/2.0/mlflow/registered-models/search") == 401
+        secrets = mlflow_auth.secrets_file(home)
+        assert str(secrets) in up.stdout.replace("\n", "")
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+        creds = mlflow_auth.load_or_create_credentials(home)
+        from mlflow import MlflowClient
+
+        with mlflow_auth.signed_in(creds, mlflow_auth.PROMOTER):
+            MlflowClient(tracking_uri=mlflow_url).create_registered_model("casepilot-topic")
+        with mlflow_auth.signed_in(creds, mlflow_auth.REVIEWER):
+            client = MlflowClient(tracking_uri=mlflow_url)
+            client.set_registered_model_tag("casepilot-topic", "reviewed", "yes")
+            assert client.get_registered_model("casepilot-topic").tags == {"reviewed": "yes"}
+
+        # `up` again starts nothing new
+        again = _casepilot(["up", *args], env, 180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.count("already running") == 4
+        assert {n: s.pid for n, s in stack.read_state(home).items()} == {
+            n: s.pid for n, s in recorded.items()
+        }
+    finally:
+        down = _casepilot(["down", *args], env, 120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    for service in recorded.values():
+        with pytest.raises(ProcessLookupError):
+            os.killpg(service.pgid, 0)  # the whole group is gone
+    assert not stack.state_file(home).exists()
+    assert all(stack.port_free(port) for port in (prefect_port, mlflow_port, ui_port))
+    nothing = _casepilot(["down", *args], env, 60)
+    assert nothing.returncode == 0 and "nothing running" in nothing.stdout
