@@ -3,11 +3,15 @@
 Goal (issue 4): emitted suggestions ≥ 90% correct (ROUGE-L F1 ≥ 0.8 against the reference
 `agent_reply`) at ≥ 60% coverage of answerable cases, and every abstention has a reason.
 
-    .venv/bin/python benchmarks/bench_cascade_synth.py --seed 7 --days 3
+    .venv/bin/python benchmarks/bench_cascade_synth.py --seed 7 --days 3            # fine-tuned
+    .venv/bin/python benchmarks/bench_cascade_synth.py --seed 7 --days 3 --frozen   # floor
 
-Writes `benchmarks/results/cascade.json`. Two diagnostics sit beside the goal metrics:
-`reference_ceiling` (the precision a perfect topic-level model could reach when the reference
-reply is only predictable from the topic: the most frequent training reply per topic) and
+Writes `benchmarks/results/cascade.json` (`cascade_frozen.json`) with the precision–coverage
+curve (suggestions ranked by p(answerable) × p(topic) × answer score). `--frozen` swaps the
+fine-tuned trigger/topic for logistic regressions on frozen MiniLM embeddings and the answer
+generator for the answer stage's retrieved-reply rule alone (`cascade_frozen.py`): the baseline,
+in minutes. Diagnostics beside the goal metrics: `reference_ceiling` (precision of answering each
+topic with its most frequent training reply: what a topic-level model could reach) and
 `precision_topic_macro` (emitted suggestions matching any canonical reply of the true topic).
 """
 
@@ -53,7 +57,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="models + index (default: home)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "cascade.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: results/cascade[_frozen].json"
+    )
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument(
         "--frozen",
@@ -61,6 +67,7 @@ def main() -> None:
         help="the frozen-embedding floor instead of fine-tuned stages (see cascade_frozen.py)",
     )
     args = parser.parse_args()
+    args.out = args.out or RESULTS / ("cascade_frozen.json" if args.frozen else "cascade.json")
 
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.config import load_params

@@ -74,6 +74,7 @@ async def drive(
     errors = 0
     counter = iter(range(requests))
     pauses = random.Random(13)  # the same think times for every configuration
+    stopped: dict[str, int] = {}  # where the champion's cascade stopped (or "emitted")
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
@@ -85,6 +86,9 @@ async def drive(
             )
             latencies.append((time.perf_counter() - started) * 1000)
             errors += response.status_code != 200
+            if response.status_code == 200:
+                stage = response.json()["suggestion"]["stopped_at"] or "emitted"
+                stopped[stage] = stopped.get(stage, 0) + 1
             if think_s:  # a client's think time (load shape), not synchronisation
                 await asyncio.sleep(pauses.expovariate(1 / think_s))
 
@@ -102,6 +106,7 @@ async def drive(
         "p95_ms": round(float(p95), 1),
         "p99_ms": round(float(p99), 1),
         "throughput_rps": round(requests / wall, 2),
+        "stopped_at": stopped,
     }
 
 
@@ -212,6 +217,10 @@ def summarize(rows: list[dict]) -> dict:
             for level in LEVELS
         },
         "shadow_final_counts": on[-1]["shadow_totals"] if on else {},
+        "champion_stopped_at": {
+            stage: sum(r["stopped_at"].get(stage, 0) for r in rows)
+            for stage in sorted({s for r in rows for s in r["stopped_at"]})
+        },
         "medians": medians,
     }
 
@@ -223,6 +232,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3, help="synthetic world days (demo models)")
     parser.add_argument("--epochs", type=float, default=None, help="override params' epochs")
     parser.add_argument("--jobs", type=int, default=1, help="demo stages trained at once")
+    parser.add_argument(
+        "--topic-threshold", type=float, default=None, help="override the topic threshold"
+    )
     parser.add_argument("--requests", type=int, default=64, help="requests per round")
     parser.add_argument("--repeats", type=int, default=4, help="on/off pairs per level")
     parser.add_argument("--out", type=Path, default=RESULTS / "service.json")
@@ -232,7 +244,7 @@ def main() -> None:
     started_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="casepilot-bench-service-") as tmp:
         work = Path(tmp)
-        root = models_layout(models, work)
+        root = models_layout(models, work, topic_threshold=args.topic_threshold)
         rows = measure(work, root, traffic(models), requests=args.requests, repeats=args.repeats)
     from pipelines.config import ServeConfig
 
@@ -247,6 +259,7 @@ def main() -> None:
             "seed": args.seed,
             "days": args.days,
             "epochs": args.epochs or "params.yaml",
+            "topic_threshold": "trained" if args.topic_threshold is None else args.topic_threshold,
         },
         "serve": serve.model_dump(
             include={

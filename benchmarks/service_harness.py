@@ -23,16 +23,31 @@ BENCH_KEY = "bench-only-key"
 STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
 
 
-def models_layout(models: Path, work: Path) -> Path:
-    """`champion` → models; `challenger/trigger` → its trigger with a retuned threshold."""
+def _set_threshold(stage_dir: Path, threshold: float) -> None:
+    meta = json.loads((stage_dir / "stage.json").read_text())
+    meta["threshold"] = threshold
+    (stage_dir / "stage.json").write_text(json.dumps(meta))
+
+
+def models_layout(models: Path, work: Path, *, topic_threshold: float | None = None) -> Path:
+    """`champion` → models; `challenger/trigger` → its trigger with a retuned threshold.
+
+    `topic_threshold` overrides the topic stage's (e.g. 0, so every answerable request goes on
+    to retrieval and generation, as with a well-trained topic stage); the rest are links.
+    """
     root = work / "models"
     (root / "challenger").mkdir(parents=True)
-    (root / "champion").symlink_to(models.resolve())
+    (root / "champion").mkdir(parents=True)
+    for stage in STAGES:
+        if stage == "topic" and topic_threshold is not None:
+            shutil.copytree(models / stage, root / "champion" / stage)
+            _set_threshold(root / "champion" / stage, topic_threshold)
+        else:
+            (root / "champion" / stage).symlink_to((models / stage).resolve())
     trigger = root / "challenger" / "trigger"
     shutil.copytree(models / "trigger", trigger)
-    meta = json.loads((trigger / "stage.json").read_text())
-    meta["threshold"] = max(0.0, float(meta["threshold"]) - 0.05)
-    (trigger / "stage.json").write_text(json.dumps(meta))
+    threshold = json.loads((trigger / "stage.json").read_text())["threshold"]
+    _set_threshold(trigger, max(0.0, float(threshold) - 0.05))
     return root
 
 
@@ -106,12 +121,11 @@ def flush(url: str) -> dict:
 
 
 def shadow_done(url: str) -> int:
-    """Shadow jobs finished so far (any outcome), from the service's Prometheus counter."""
-    text = httpx.get(f"{url}/metrics", timeout=60).text
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("casepilot_shadow_runs_total{")
-        )
+    """Shadow jobs finished so far (any outcome), without waiting for the rest."""
+    response = httpx.post(
+        f"{url}/admin/flush",
+        json={"timeout_s": 0.001},  # returns the runner's counts at once
+        headers={"X-API-Key": BENCH_KEY},
+        timeout=60,
     )
+    return int(response.json()["shadow"]["done"])

@@ -84,7 +84,7 @@ _STOP = object()
 
 
 class _ModelThread:
-    """One low-priority daemon thread running submitted calls in order.
+    """One daemon thread (at the shadow's priority) running submitted calls in order.
 
     Daemon, unlike a ThreadPoolExecutor's workers, so a challenger stuck for good cannot keep
     the service from exiting.
@@ -151,7 +151,7 @@ class ShadowRunner:
         self._closed = False
         self._hung: list[concurrent.futures.Future] = []
         self._executor = self._new_executor()
-        # Shed jobs are recorded (redacted, logged) here, off the request path, at low priority.
+        # Shed jobs are recorded (redacted, logged) here, off the request path (an event loop).
         self._recorder = _ModelThread(name="shadow-record", nice=nice)
         self._thread = threading.Thread(target=self._dispatch, name="shadow-dispatch", daemon=True)
         self._thread.start()

@@ -24,6 +24,8 @@ def schedule(
     if api_url:
         schedule_cfg = params.schedule.model_copy(update={"prefect_api_url": api_url})
         params = params.model_copy(update={"schedule": schedule_cfg})
+    import httpx
+
     from flows.lifecycle_deploy import register_deployments
 
     try:
@@ -31,6 +33,12 @@ def schedule(
     except RuntimeError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
+    except httpx.HTTPError as err:
+        console.print(
+            f"[red]Prefect API {params.schedule.prefect_api_url or '(PREFECT_API_URL)'} did not "
+            f"answer ({err!r}); start it (`casepilot up`) or fix schedule.prefect_api_url[/red]"
+        )
+        raise typer.Exit(1) from None
     cfg = params.schedule
     console.print(
         f"work pool {cfg.work_pool} (process) on {cfg.prefect_api_url or 'PREFECT_API_URL'}"

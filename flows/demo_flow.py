@@ -29,7 +29,9 @@ from flows.lifecycle import monitor, promote, retrain
 def traffic_task(
     setup: DemoSetup, service: RunningService, day: int, console: Console, label: str
 ) -> DayTraffic:
-    cases = demo_data.traffic_sample(setup.params, day, setup.plan.traffic_per_day)
+    plan = setup.plan
+    size = plan.shadow_traffic if day in setup.timeline.shadow else None
+    cases = demo_data.traffic_sample(setup.params, day, size or plan.traffic_per_day)
     return send_day(
         service, day, cases, concurrency=setup.plan.concurrency,
         match_threshold=setup.params.monitor.match_threshold, console=console, label=label,
@@ -148,13 +150,15 @@ def demo_lifecycle(
             )
             step.data = {"registered": registered}
         challengers = [s for s, info in registered.items() if info["challenger"]]
-        with summary.step("challenger in shadow") as step:
-            if not challengers:
-                step.skip("no retrained stage passed its offline gates: nothing to shadow")
         if not challengers:
+            with summary.step("challenger in shadow") as step:
+                step.skip("no retrained stage passed its offline gates: nothing to shadow")
             _not_reached(summary, "no challenger")
             return summary
+        with summary.step("challenger in shadow") as step:
             models = service.reload()
+            if not models["shadow"]:
+                raise RuntimeError(f"the service runs no shadow after reload: {models}")
             step.result = f"shadow {models['shadow']} beside champion {models['champion']}"
             step.data = {"shadow": models["shadow"]}
         traffic_day = timeline.shadow[0]

@@ -33,6 +33,9 @@ class DemoPlan(BaseModel):
 
     train_days: int = Field(2, ge=1, description="days whose labeled data trains the champion")
     traffic_per_day: int = Field(110, ge=10, description="messages of each later day sent")
+    shadow_traffic: int | None = Field(
+        None, ge=10, description="messages of the shadow day (null: traffic_per_day)"
+    )
     retrain_stages: tuple[str, ...] = ("trigger", "topic", "retrieve")
     concurrency: int = Field(8, ge=1, le=64, description="parallel agents sending traffic")
     reviewer: str = Field(DEMO_REVIEWER, min_length=1)

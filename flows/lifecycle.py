@@ -31,8 +31,9 @@ from pipelines.config import Params
 HOOKS: dict[str, Any] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
 
-def _by_key(_context: Any, parameters: dict[str, Any]) -> str:
-    return f"{parameters['step']}-{parameters['key']}"
+def _by_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Cache key of a retrain step: the task's name and the `key` it was given."""
+    return f"{context.task.name}-{parameters['key']}"
 
 
 def result_storage(params: Params) -> Any:
@@ -53,7 +54,7 @@ def result_storage(params: Params) -> Any:
 
 
 def _persisted(task_fn: Any, storage: Any) -> Any:
-    """The task with results persisted in `storage` and cached by its `step` and `key`."""
+    """The task with results persisted in `storage` and cached by its name and `key`."""
     return task_fn.with_options(persist_result=True, result_storage=storage, cache_key_fn=_by_key)
 
 
@@ -82,16 +83,14 @@ def dataset_task(params: Params) -> str:
 
 
 @task(name="train")
-def train_task(params: Params, stage: str, step: str, key: str, version: str) -> str:
+def train_task(params: Params, stage: str, key: str, version: str) -> str:
     data = _data(params, version)
     out = steps.model_dir_for(params, stage, key)
     return str(steps.train_stage(params, stage, data, out))
 
 
 @task(name="quantize")
-def quantize_task(
-    params: Params, stage: str, step: str, key: str, model_dir: str, version: str
-) -> list[str]:
+def quantize_task(params: Params, stage: str, key: str, model_dir: str, version: str) -> list[str]:
     out = steps.model_dir_for(params, stage, key).with_name(f"{key}-quantized")
     folder, method = steps.quantize_stage(
         params, stage, Path(model_dir), _data(params, version), out
@@ -101,14 +100,14 @@ def quantize_task(
 
 @task(name="evaluate")
 def evaluate_task(
-    params: Params, stage: str, step: str, key: str, model_dir: str, version: str
+    params: Params, stage: str, key: str, model_dir: str, version: str
 ) -> dict[str, float]:
     return steps.evaluate_stage(params, stage, Path(model_dir), _data(params, version))
 
 
 @task(name="register-challenger", retries=3, retry_delay_seconds=[5, 20, 60])
 def register_task(
-    params: Params, stage: str, step: str, key: str, model_dir: str, metrics: dict[str, float],
+    params: Params, stage: str, key: str, model_dir: str, metrics: dict[str, float],
     version: str, quantization: str,
 ) -> dict[str, Any]:  # fmt: skip
     """Register in MLflow (a remote registry can fail transiently: retried)."""
@@ -158,13 +157,12 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
     registered = {}
     for stage in selected:
         key = steps.stage_key(params, stage, version)
-        model_dir = train(params, stage, "train", key, version)
+        model_dir = train(params, stage, key, version)
         after = steps.downstream_key(params, stage, key)
-        folder, method = quantize(params, stage, "quantize", after, model_dir, version)
-        metrics = evaluate(params, stage, "evaluate", after, folder, version)
-        registered[stage] = register(
-            params, stage, "register", after, folder, metrics, version, method
-        )
+        folder, method = quantize(params, stage, after, model_dir, version)
+        metrics = evaluate(params, stage, after, folder, version)
+        registry = steps.registry_key(params, after)
+        registered[stage] = register(params, stage, registry, folder, metrics, version, method)
         logger.info("%s: %s", stage, registered[stage])
     return registered
 

@@ -16,6 +16,7 @@ starting the server; `casepilot schedule` runs them against `schedule.prefect_ap
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -34,10 +35,17 @@ FLOWS = ("retrain", "monitor", "promote", "rollback")
 
 @contextlib.contextmanager
 def prefect_api(params: Params) -> Iterator[str]:
-    """Point the Prefect client at `schedule.prefect_api_url` (else the configured API URL)."""
+    """Point the Prefect client at `schedule.prefect_api_url`, else `PREFECT_API_URL`.
+
+    The environment is read now, not at Prefect's import: `casepilot up` sets it late.
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = params.schedule.prefect_api_url or PREFECT_API_URL.value()
+    url = (
+        params.schedule.prefect_api_url
+        or os.environ.get("PREFECT_API_URL")
+        or PREFECT_API_URL.value()
+    )
     if not url:
         raise RuntimeError(
             "no Prefect server to register with: set schedule.prefect_api_url in params.yaml "

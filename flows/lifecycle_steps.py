@@ -106,6 +106,12 @@ def downstream_key(params: Params, stage: str, key: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
+def registry_key(params: Params, key: str) -> str:
+    """Key of the registration: the evaluated model's key and the registry it went to."""
+    where = f"{key}|{params.mlflow_tracking_uri}|{params.register.model_prefix}"
+    return hashlib.sha256(where.encode()).hexdigest()[:24]
+
+
 def model_dir_for(params: Params, stage: str, key: str) -> Path:
     return params.home.models / "lifecycle" / stage / key
 

@@ -434,11 +434,28 @@ class PromoteConfig(Section):
 
 
 class ScheduleConfig(Section):
+    """Prefect deployments (flows/lifecycle_deploy.py), registered by `casepilot schedule`."""
+
     prefect_api_url: str | None = Field(None, description="null = ephemeral / `casepilot up`")
-    work_pool: str = "casepilot-process"
-    retrain_cron: str = "0 3 * * *"
-    monitor_cron: str = "0 * * * *"
-    timezone: str = "UTC"
+    work_pool: str = Field(
+        "casepilot-process", min_length=1, description="process work pool the flows run in"
+    )
+    retrain_cron: str = Field("0 3 * * *", description="cron of the `retrain` deployment")
+    monitor_cron: str = Field("0 * * * *", description="cron of the `monitor` deployment")
+    timezone: str = Field("UTC", description="IANA time zone the crons are read in")
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> ScheduleConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not an IANA time zone; use e.g. 'UTC' or "
+                "'Europe/Berlin'"
+            ) from None
+        return self
 
 
 # `register` is a section name and also ABCMeta.register on every pydantic model; harmless here.

@@ -212,6 +212,46 @@ def test_tone_keeps_the_draft_when_a_fact_would_be_lost(cascade) -> None:
     assert s.scores["tone_kept_draft"] == 1.0 and s.scores["tone_faithfulness"] < 0.8
 
 
+def test_a_retrieved_reply_is_not_rewritten_by_tone(cascade) -> None:
+    @dataclass
+    class RetrievingAnswerer(NearestReplyTestAnswerer):
+        def predict(self, batch):
+            return [p.model_copy(update={"source": "retrieved"}) for p in super().predict(batch)]
+
+    rewriter = ReplaceTestRewriter({"Sorry about that!": "Oh no, sorry about that!"})
+    s = Cascade(
+        cascade.trigger, cascade.topic, cascade.retrieve, RetrievingAnswerer(0.5), rewriter
+    ).suggest("my card got blocked at the shop today")
+    assert s.source == "retrieved" and s.text == REPLIES["card_blocked"]  # an agent's own words
+    assert "tone" not in s.scores
+
+
+def test_answer_returns_the_near_exact_retrieved_reply_when_generation_is_unsure() -> None:
+    from pipelines.config import AnswerConfig
+    from pipelines.stages.answer import AnswerModel, RetrievedReply
+    from pipelines.stages.generator import Generated
+
+    model = AnswerModel(None, None, AnswerConfig(retrieved_match_similarity=0.65), {})
+    reply = REPLIES["refund_status"]
+    # worded differently (a low character ratio) but close in meaning: the retrieval score counts
+    near = RetrievedReply(reply=reply, message="hi, refund not back yet?", similarity=0.8)
+    asked = AnswerInput(
+        message="how long does a refund take", topic="refund_status", passages=(reply,),
+        matches=(near,),
+    )  # fmt: skip
+    sure = Generated(text=reply, mean_logprob=-0.05, tokens=12)
+    wrong = Generated(text="Payouts arrive in 2 business days.", mean_logprob=-0.05, tokens=8)
+    unsure = Generated(text=reply, mean_logprob=-5.0, tokens=12)
+    agreed, contradicted, doubted = (model.decide(asked, g) for g in (sure, wrong, unsure))
+    assert agreed.source == "generated" and agreed.text == reply
+    assert contradicted.source == "retrieved" and contradicted.text == reply
+    assert "contradicts a near-exact retrieved reply" in contradicted.reason
+    assert doubted.source == "retrieved" and "low confidence" in doubted.reason
+    far = asked.model_copy(update={"matches": (near.model_copy(update={"similarity": 0.5}),)})
+    alone = model.decide(far, unsure)
+    assert alone.abstained and alone.text is None and alone.reason.startswith("low confidence")
+
+
 def test_batch_equals_single(cascade) -> None:
     messages = ["my card got blocked", "hello!", "how do I change my address", "where is my refund"]
     batch = cascade.suggest_batch(messages)

@@ -18,7 +18,6 @@ from rich.console import Console
 
 from pipelines.home import Home
 
-pytestmark = pytest.mark.slow
 # drift on day 3: days 1-2 train, 3-4 drift traffic, 5 shadow traffic
 SYNTH = {"days": 5, "cases_per_day": 300, "drift_from_day": 3}
 
@@ -56,7 +55,7 @@ def tiny_overlay(folder: Path) -> Path:
         "batch_size": 16,
     }
     overlay = {
-        "demo": {"train_days": 2, "traffic_per_day": 100, "concurrency": 8},
+        "demo": {"train_days": 2, "traffic_per_day": 100, "shadow_traffic": 250, "concurrency": 8},
         "data": {"synth": SYNTH},
         # a tiny encoder is far less sure than MiniLM: lower precision targets let it answer
         "trigger": {**classifier, "max_steps": 200, "target_precision": 0.7},
@@ -81,6 +80,54 @@ def tiny_overlay(folder: Path) -> Path:
     return path
 
 
+def test_overlay_merges_into_params_and_plans_the_days(home: Home, tmp_path: Path) -> None:
+    from flows.demo_params import DEMO_OVERLAY, demo_setup
+
+    setup = demo_setup(Path("params.yaml"), (DEMO_OVERLAY,), home=home)
+    assert setup.params.topic.max_steps == 100 and setup.params.topic.base_model == "minilm"
+    assert setup.params.promote.approval_tag == "casepilot.approved_by"  # from params.yaml
+    assert setup.params_file.parent == home.root
+    days = setup.timeline
+    assert (days.train, days.normal, days.drift, days.shadow) == ((1, 2), (3, 4), (5, 6), (7,))
+
+
+@pytest.mark.parametrize(
+    ("overlay", "names"),
+    [
+        ({"data": {"synth": {"drift_from_day": None}}}, "data.synth.drift_from_day"),
+        ({"demo": {"train_days": 5}}, "demo.train_days"),
+        ({"data": {"synth": {"days": 5}}}, "data.synth.days"),
+        ({"demo": {"retrain_stages": ["topik"]}}, "demo.retrain_stages"),
+        ({"demo": {"reviewer": ""}}, "demo.reviewer"),
+    ],
+)
+def test_bad_demo_settings_name_the_key(home: Home, tmp_path: Path, overlay, names) -> None:
+    from flows.demo_params import DEMO_OVERLAY, demo_setup
+    from pipelines.config import ConfigError
+
+    extra = tmp_path / "bad.yaml"
+    extra.write_text(yaml.safe_dump(overlay), encoding="utf-8")
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        demo_setup(Path("params.yaml"), (DEMO_OVERLAY, extra), home=home)
+
+
+def test_page_receiver_gets_a_real_webhook_page(home: Home) -> None:
+    from flows.demo_receiver import page_receiver
+    from monitoring.paging import PageEvent, page
+    from pipelines.config import params_from_mapping
+
+    with page_receiver() as receiver:
+        params = params_from_mapping(
+            {"monitor": {"pager": {"kind": "webhook", "url": receiver.url}}}
+        )
+        event = PageEvent(summary="drift", dedup_key="k1", link="http://127.0.0.1:8000/x")
+        assert page(event, params).status == "sent"
+        received = receiver.received()
+    assert [body["dedup_key"] for body in received] == ["k1"]
+    assert received[0]["links"][0]["href"] == "http://127.0.0.1:8000/x"
+
+
+@pytest.mark.slow
 def test_demo_runs_the_whole_lifecycle(home: Home, tmp_path: Path) -> None:
     from flows.demo import run_demo
     from flows.demo_params import DEMO_OVERLAY, DEMO_REVIEWER

@@ -290,6 +290,8 @@ def run(cmd: list[str], cwd: Path) -> str:
 def test_dvc_repro_reruns_only_what_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The `intake` and `validate` stages of dvc.yaml alone (`-s`: not synth upstream, not the
+    training downstream; tests/test_dvc_pipeline.py runs the whole pipeline)."""
     repo = tmp_path / "repo"
     shutil.copytree(
         REPO / "pipelines" / "intake",
@@ -301,34 +303,42 @@ def test_dvc_repro_reruns_only_what_changed(
     (repo / "params.yaml").write_text(
         json.dumps({"data": {"source": {}, "validation": NO_REFERENCE, "pii": {}}})
     )
-    incoming = repo / ".casepilot" / "data" / "incoming"
+    incoming = repo / ".casepilot" / "data" / "world" / "batches"  # where `synth` delivers
     incoming.mkdir(parents=True)
     (incoming / "day-001.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in fixture_rows(20, "d1"))
     )
+    topics = sorted({row["topic"] for row in fixture_rows() if row.get("topic")})
+    (repo / ".casepilot" / "data" / "taxonomy.json").write_text(json.dumps({"topics": topics}))
     bin_dir = str(Path(sys.executable).parent)
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     monkeypatch.delenv("CASEPILOT_HOME")  # the default home, as dvc.yaml assumes
     dvc = [str(Path(bin_dir) / "dvc")]
+
+    def repro() -> str:
+        return run([*dvc, "repro", "-s", "intake"], repo) + run(
+            [*dvc, "repro", "-s", "validate"], repo
+        )
+
     run(["git", "init", "-q"], repo)
     run([*dvc, "init", "-q"], repo)
-    first = run([*dvc, "repro"], repo)
+    first = repro()
     assert "Running stage 'intake'" in first and "Running stage 'validate'" in first
     version = data_version(repo)
     assert version.startswith("dvc:")
-    again = run([*dvc, "repro"], repo)
+    again = repro()
     assert "Running stage" not in again
     (incoming / "day-002.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in fixture_rows(20, "d2"))
     )
-    third = run([*dvc, "repro"], repo)
+    third = repro()
     assert "Running stage 'intake'" in third and "Running stage 'validate'" in third
     assert data_version(repo) != version
     assert len(list((repo / ".casepilot" / "data" / "accepted").glob("*.parquet"))) == 2
     params = json.loads((repo / "params.yaml").read_text())
     params["data"]["validation"]["max_pii_rate"] = 0.5
     (repo / "params.yaml").write_text(json.dumps(params))
-    fourth = run([*dvc, "repro"], repo)
+    fourth = repro()
     assert "Running stage 'validate'" in fourth and "Running stage 'intake'" not in fourth
 
 

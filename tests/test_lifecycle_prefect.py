@@ -1,9 +1,10 @@
 """The lifecycle flows on real Prefect: resumable retraining, failure alerts, drift → retrain.
 
-Fast-ish tests run the flows on Prefect's test harness (a temporary API and database) with a tiny
-BERT trigger; the slow one starts `prefect server` on 127.0.0.1, registers the deployments and
-the automation with `casepilot schedule`, runs the real `monitor` flow on drifted traffic, and
-waits for the automation to create a `retrain` run.
+Two tests run the flows on Prefect's test harness (a temporary API and database) with a tiny
+BERT trigger. Two start `prefect server` on 127.0.0.1 with its own database: one registers the
+deployments and the automation with `casepilot schedule`, runs the real `monitor` flow on drifted
+traffic and waits for the automation to create a `retrain` run; the other runs `promote` without
+and with a reviewer's approval, then `rollback`. All are `slow` (each starts a Prefect API).
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def test_retrain_resumes_from_persisted_results_and_retrains_changed_stages(
     assert _task_states(changed.state_details.flow_run_id)["train"] == "Completed"
 
 
+@pytest.mark.slow  # the test harness starts a temporary Prefect server first
 def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Path) -> None:
     from flows.lifecycle import retrain
     from monitoring.alerts import read_alerts
@@ -270,6 +272,7 @@ def test_drift_breach_runs_retrain_through_the_automation(
     out = _run([PYTHON, "-m", "flows.cli", "schedule", "--params", str(params_file)], env, 120)
     assert "retrain/casepilot" in out and AUTOMATION in out
 
+    # The real monitor flow, in its own process as a worker would run it.
     monitor = (
         "import json, sys; from flows.lifecycle import monitor; "
         "print(json.dumps(monitor(sys.argv[1])))"

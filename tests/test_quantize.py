@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from pipelines.config import AnswerConfig, QuantizeConfig, TopicConfig
 from pipelines.contract import write_jsonl
 from pipelines.quantize import Candidate, choose, judge, quantize_stage
+from pipelines.quantize_stages import write_variant
 from pipelines.stages import answer, topic
 from pipelines.stages.classifier import build_tiny_encoder
 from tests.test_classifiers import _tiny, _toy_cases
@@ -93,8 +94,9 @@ def test_topic_auto_writes_a_loadable_folder_with_every_candidate(
         assert str(next(model.classifier.model.parameters()).dtype) == "torch.bfloat16"
     predictions = model.predict(["refund the order", "payout is late"])
     assert [p.label for p in predictions] == ["refunds", "payouts"]
+    bf16 = write_variant("topic", topic_dir, tmp_path / "bf16", "bf16", {})
     with pytest.raises(ValueError, match="already quantized"):
-        quantize_stage(cfg, "topic", out, _toy_cases(), tmp_path / "again")
+        quantize_stage(cfg, "topic", bf16, _toy_cases(), tmp_path / "again")
     with pytest.raises(ValueError, match="not 'trigger'"):
         quantize_stage(cfg, "trigger", topic_dir, _toy_cases(), tmp_path / "wrong")
 

@@ -3,13 +3,12 @@
 Input: the message, its topic and the retrieved context (resolved replies and doc passages,
 best first). Output: the reply with its confidence (exp of the mean token log-probability),
 groundedness (share of its words found in the context) and their combined score, or an
-abstention with its reason. When a retrieved conversation is a near-exact match for the
-message (similarity ≥ `retrieved_match_similarity`: the retrieval's embedding cosine, or a
-character-level ratio when no score came with it), the stage returns that conversation's reply
-as is, marked `source="retrieved"` — what an agent actually sent for the same question beats a
-generation, sure or unsure; generation answers the rest. Training builds the context from the
-training data itself (the most similar other resolved cases of the same topic plus the topic's
-doc), never the case's own reply.
+abstention with its reason. When generation is unsure — below a threshold, or contradicting
+the reply — and a retrieved conversation is a near-exact match for the message (similarity ≥
+`retrieved_match_similarity`: the retrieval's embedding cosine, or a character-level ratio when
+no score came with it), the stage returns that conversation's reply as is, marked
+`source="retrieved"`. Training builds the context from the training data itself (the most
+similar other resolved cases of the same topic plus the topic's doc), never the case's own reply.
 """
 
 from __future__ import annotations
@@ -154,19 +153,18 @@ class AnswerModel:
         )  # fmt: skip
 
     def decide(self, inp: AnswerInput, gen: generator.Generated) -> AnswerPrediction:
-        """Return a near-exact retrieved reply if there is one, else the thresholded generation."""
+        """Apply the thresholds to one generated reply; fall back to a near-exact retrieved one.
+
+        A generation that contradicts a near-exact retrieved reply (what an agent sent for
+        the same question) counts as unsure too, so the agent's words win.
+        """
         cfg = self.cfg
         confidence = gen.confidence
         grounded = groundedness(gen.text, [inp.message, *inp.passages])
         score = math.sqrt(confidence * grounded)
         scored = [(_similarity(inp.message, m), m) for m in inp.matches]
         best_sim, best = max(scored, key=lambda pair: pair[0], default=(0.0, None))
-        if best is not None and best_sim >= cfg.retrieved_match_similarity:
-            return AnswerPrediction(
-                text=best.reply, confidence=confidence, groundedness=1.0, score=best_sim,
-                source="retrieved", abstained=False,
-                reason=f"returned a retrieved reply ({best_sim:.2f} similar)",
-            )  # fmt: skip
+        near = best if best is not None and best_sim >= cfg.retrieved_match_similarity else None
         doubts = []
         if not gen.text:
             doubts.append("empty generation")
@@ -174,10 +172,18 @@ class AnswerModel:
             doubts.append(f"low confidence {confidence:.2f} < {cfg.min_confidence}")
         if grounded < cfg.min_groundedness:
             doubts.append(f"ungrounded {grounded:.2f} < {cfg.min_groundedness}")
+        if near is not None and gen.text and not near_match(gen.text, near.reply):
+            doubts.append("contradicts a near-exact retrieved reply")
         if not doubts:
             return AnswerPrediction(
                 text=gen.text, confidence=confidence, groundedness=grounded, score=score,
                 source="generated", abstained=False,
+            )  # fmt: skip
+        if near is not None:
+            return AnswerPrediction(
+                text=near.reply, confidence=confidence, groundedness=1.0, score=best_sim,
+                source="retrieved", abstained=False,
+                reason=f"{'; '.join(doubts)}; returned a retrieved reply ({best_sim:.2f} similar)",
             )  # fmt: skip
         return AnswerPrediction(
             text=None, confidence=confidence, groundedness=grounded, score=score,
