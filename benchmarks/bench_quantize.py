@@ -123,7 +123,7 @@ def main() -> None:
     cases = [case for day in world.days for case in day.cases]
     split = split_cases(cases, params.data.validation_share, params.data.split_seed)
     tag = f"synth-{args.seed}-{args.days}"
-    stages = args.stages.split(",")
+    stages = [name for name in args.stages.split(",") if name]
     wanted = {name.partition("-")[0] for name in stages}
     train_seconds = _train_stages(params, split, world.docs, models, qdrant, tag, wanted)
     results: dict[str, dict] = {}
@@ -139,8 +139,17 @@ def main() -> None:
         results[name] = _summary(report)
         print(json.dumps({name: {k: results[name][k] for k in
                                  ("chosen", "speedup", "metric_change")}}), flush=True)  # fmt: skip
-    for part in args.merge:  # stages measured by another process (same world, same settings)
-        results = json.loads(part.read_text(encoding="utf-8"))["stages"] | results
+    parts = {}
+    for part in args.merge:  # stages measured by other processes (same world and split)
+        earlier = json.loads(part.read_text(encoding="utf-8"))
+        results = earlier["stages"] | results
+        parts[part.name] = {
+            "stages": list(earlier["stages"]),
+            "wall_seconds": earlier["wall_seconds"],
+            "train_seconds": earlier["train_seconds"],
+            "load_average": [earlier["machine"]["load_average_at_start"],
+                             earlier["machine"]["load_average_at_end"]],
+        }  # fmt: skip
     encoders = [results[s] for s in ("trigger", "topic", "retrieve") if s in results]
     generators = [results[s] for s in ("answer", "tone") if s in results]
     payload = {
@@ -165,6 +174,7 @@ def main() -> None:
         },  # fmt: skip
         "world": {"seed": args.seed, "days": args.days, "cases": len(cases)},
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "merged_runs": parts,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

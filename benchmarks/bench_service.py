@@ -135,7 +135,13 @@ def run_round(url: str, name: str, level: str, requests: int, repeat: int, messa
 
 
 def measure(
-    work: Path, root: Path, messages: list[str], *, requests: int, repeats: int
+    work: Path,
+    root: Path,
+    messages: list[str],
+    *,
+    requests: int,
+    repeats: int,
+    levels: tuple[str, ...] = tuple(LEVELS),
 ) -> list[dict]:
     """All three servers up at once; shadow on/off back to back in alternating order."""
     servers = {
@@ -148,11 +154,10 @@ def measure(
             flush(url)
         rows = []
         for repeat in range(repeats):
-            for level in LEVELS:
+            for level in levels:
                 pair = ["shadow_on", "shadow_off"][:: 1 if repeat % 2 == 0 else -1]
-                order = pair + (["unbatched"] if level == "c32" else [])
-                if level == "c32" and repeat % 2:
-                    order = order[::-1]
+                extra = ["unbatched"] if level == "c32" else []
+                order = pair + extra if repeat % 2 == 0 else extra + pair
                 for name in order:
                     rows.append(
                         run_round(servers[name][0], name, level, requests, repeat, messages)
@@ -184,7 +189,7 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], levels: tuple[str, ...] = tuple(LEVELS)) -> dict:
     """Medians per configuration and level; shadow and batching ratios per back-to-back pair."""
     medians = {
         f"{name}@{level}": {
@@ -192,10 +197,11 @@ def summarize(rows: list[dict]) -> dict:
             for k in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
         }
         for name in CONFIGS
-        for level in (("c32",) if name == "unbatched" else LEVELS)
+        for level in levels
+        if name != "unbatched" or level == "c32"
     }
     ratios = {
-        key: {level: shadow_ratios(rows, level, key) for level in LEVELS}
+        key: {level: shadow_ratios(rows, level, key) for level in levels}
         for key in ("p50_ms", "p95_ms")
     }
     by_repeat = {(r["config"], r["repeat"]): r for r in rows if r["level"] == "c32"}
@@ -205,16 +211,16 @@ def summarize(rows: list[dict]) -> dict:
     ]
     on = [r for r in rows if r["config"] == "shadow_on"]
     return {
-        "p95_ms_at_c8": medians["shadow_on@c8"]["p95_ms"],
+        "p95_ms_at_c8": medians.get("shadow_on@c8", {}).get("p95_ms"),
         "shadow_ratio_p50": {lv: float(np.median(v)) for lv, v in ratios["p50_ms"].items()},
         "shadow_ratio_p95": {lv: float(np.median(v)) for lv, v in ratios["p95_ms"].items()},
         "shadow_ratio_pairs": ratios,
-        "batching_gain_at_c32": round(float(np.median(gains)), 2),
+        "batching_gain_at_c32": round(float(np.median(gains)), 2) if gains else None,
         "batching_gain_pairs": [round(g, 2) for g in gains],
         "shadow_done_during_rounds": {
             level: f"{sum(r['shadow_done_during_round'] for r in on if r['level'] == level)}"
             f" of {sum(r['requests'] for r in on if r['level'] == level)}"
-            for level in LEVELS
+            for level in levels
         },
         "shadow_final_counts": on[-1]["shadow_totals"] if on else {},
         "champion_stopped_at": {
@@ -232,6 +238,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3, help="synthetic world days (demo models)")
     parser.add_argument("--epochs", type=float, default=None, help="override params' epochs")
     parser.add_argument("--jobs", type=int, default=1, help="demo stages trained at once")
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS))
     parser.add_argument(
         "--topic-threshold", type=float, default=None, help="override the topic threshold"
     )
@@ -245,13 +252,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="casepilot-bench-service-") as tmp:
         work = Path(tmp)
         root = models_layout(models, work, topic_threshold=args.topic_threshold)
-        rows = measure(work, root, traffic(models), requests=args.requests, repeats=args.repeats)
+        levels = tuple(args.levels)
+        rows = measure(
+            work, root, traffic(models), requests=args.requests, repeats=args.repeats, levels=levels
+        )
     from pipelines.config import ServeConfig
 
     serve = ServeConfig()
     result = {
         "goals": {"p95_ms_at_c8": 1000, "shadow_ratio_max": 1.10, "batching_gain_min": 3.0},
-        **summarize(rows),
+        **summarize(rows, levels),
         "runs": rows,
         "models": {
             "folder": str(models),

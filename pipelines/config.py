@@ -238,7 +238,10 @@ class AnswerConfig(GeneratorConfig):
     min_confidence: float = Field(0.35, ge=0, le=1)
     min_groundedness: float = Field(0.5, ge=0, le=1)
     retrieved_match_similarity: float = Field(
-        0.92, ge=0, le=1, description="return a retrieved reply as is above this similarity"
+        0.65,
+        ge=0,
+        le=1,
+        description="return a retrieved reply as is when its retrieval cosine is at least this",
     )
     max_passages: int = Field(3, ge=1, description="retrieved passages put in the prompt")
     passage_chars: int = Field(200, ge=50, description="doc passage length in training prompts")

@@ -128,6 +128,7 @@ def test_page_receiver_gets_a_real_webhook_page(home: Home) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # took 15+ min on the shared 2-core box at load average ~20
 def test_demo_runs_the_whole_lifecycle(home: Home, tmp_path: Path) -> None:
     from flows.demo import run_demo
     from flows.demo_params import DEMO_OVERLAY, DEMO_REVIEWER

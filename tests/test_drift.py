@@ -21,7 +21,7 @@ CFG = MonitorConfig()
 
 @pytest.fixture(scope="module")
 def world_cases():
-    world = generate_world(SynthConfig(cases_per_day=60, drift_from_day=8), seed=7, days=12)
+    world = generate_world(SynthConfig(cases_per_day=120, drift_from_day=8), seed=7, days=12)
     return {batch.day: list(batch.cases) for batch in world.days}
 
 
@@ -47,7 +47,7 @@ def test_drifted_days_breach_with_named_signals(world_cases) -> None:
         "topic",
         "answerable",
     }
-    assert result.reference_rows == 300 and result.current_rows == 240
+    assert result.reference_rows == 600 and result.current_rows == 480
     # the snapshot carries the tracked values and the embedding score for the dashboard
     assert result.tracked["match_rate"] == 0.7
     assert result.tracked["embedding_drift_auc"] == pytest.approx(result.signals[EMBEDDING].score)
