@@ -59,37 +59,37 @@ def _train_stages(
     return seconds
 
 
-def _summary(report) -> dict:
-    """fp32 vs chosen: latency ratio, speed-up and metric change, plus every candidate."""
-    by_method = {c.method: c for c in report.candidates}
-    verdict = {v.method: v for v in report.verdicts}[report.chosen]
-    base, chosen = by_method["none"], by_method[report.chosen]
+def _summary(report: dict) -> dict:
+    """fp32 vs chosen (from a `quantize.json`): latency ratio, speed-up, metric change."""
+    by_method = {c["method"]: c for c in report["candidates"]}
+    verdicts = {v["method"]: v for v in report["verdicts"]}
+    base, chosen = by_method["none"], by_method[report["chosen"]]
     return {
-        "chosen": report.chosen,
-        "reason": report.reason,
-        "key_metric": report.key_metric,
-        "fp32_metric": base.metric,
-        "chosen_metric": chosen.metric,
-        "metric_change": chosen.metric - base.metric,
-        "fp32_latency_ms": base.latency_ms,
-        "chosen_latency_ms": chosen.latency_ms,
-        "latency_ratio": chosen.latency_ms / base.latency_ms,
-        "speedup": verdict.speedup,
-        "validation_cases": report.validation_cases,
-        "workload_examples": report.workload_examples,
-        "seconds": report.seconds,
+        "chosen": report["chosen"],
+        "reason": report["reason"],
+        "key_metric": report["key_metric"],
+        "fp32_metric": base["metric"],
+        "chosen_metric": chosen["metric"],
+        "metric_change": chosen["metric"] - base["metric"],
+        "fp32_latency_ms": base["latency_ms"],
+        "chosen_latency_ms": chosen["latency_ms"],
+        "latency_ratio": chosen["latency_ms"] / base["latency_ms"],
+        "speedup": verdicts[report["chosen"]]["speedup"],
+        "validation_cases": report["validation_cases"],
+        "workload_examples": report["workload_examples"],
+        "seconds": report["seconds"],
         "candidates": [
             {
-                "method": c.method,
-                "metric": c.metric,
-                "metric_drop": v.metric_drop,
-                "latency_ms": c.latency_ms,
-                "speedup": v.speedup,
-                "disk_mb": round(c.disk_bytes / 1e6, 2),
-                "memory_mb": round(c.memory_bytes / 1e6, 2),
-                "passed": v.passed,
+                "method": c["method"],
+                "metric": c["metric"],
+                "metric_drop": verdicts[c["method"]]["metric_drop"],
+                "latency_ms": c["latency_ms"],
+                "speedup": verdicts[c["method"]]["speedup"],
+                "disk_mb": round(c["disk_bytes"] / 1e6, 2),
+                "memory_mb": round(c["memory_bytes"] / 1e6, 2),
+                "passed": verdicts[c["method"]]["passed"],
             }
-            for c, v in zip(report.candidates, report.verdicts, strict=True)
+            for c in report["candidates"]
         ],
     }
 
@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="models (default: under home)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quantize.json")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse a stage's quantize.json from an earlier run"
+    )
     parser.add_argument(
         "--merge", type=Path, nargs="*", default=[], help="add the stages of earlier result files"
     )
@@ -132,11 +135,15 @@ def main() -> None:
         update = {"max_val_cases": args.max_val_cases}
         update |= {"method": "gptq"} if variant == "gptq" else {}
         cfg = params.quantize.model_copy(update=update)
+        done = work / "quantized" / name / "quantize.json"
+        if args.resume and done.is_file():  # measured by an earlier (or interrupted) run
+            results[name] = _summary(json.loads(done.read_text(encoding="utf-8")))
+            continue
         report = quantize_stage(
             cfg, stage, models / stage, split.val, work / "quantized" / name,
             docs=world.docs, pool=split.train,
         )  # fmt: skip
-        results[name] = _summary(report)
+        results[name] = _summary(report.to_json())
         print(json.dumps({name: {k: results[name][k] for k in
                                  ("chosen", "speedup", "metric_change")}}), flush=True)  # fmt: skip
     parts = {}
