@@ -71,33 +71,18 @@ def _train(
     launcher: str,
     mlflow: bool,
 ) -> None:
+    from flows.train_launch import relaunch_if_deepspeed
     from pipelines.dataset import split_cases
     from pipelines.tracking import log_evaluation, mlflow_run
-    from pipelines.training import relaunch_under_torchrun, under_distributed_launcher
 
     params = _params(params_file)
     cfg = getattr(params, stage)
     if deepspeed:
         cfg = cfg.model_copy(update={"deepspeed": deepspeed})
-    if cfg.deepspeed and launcher != "none" and not under_distributed_launcher():
-        argv = [
-            "train",
-            stage,
-            "--cases",
-            str(cases),
-            "--out",
-            str(out),
-            "--params",
-            str(params_file),
-            "--deepspeed",
-            cfg.deepspeed,
-            "--launcher",
-            "none",
-        ]
-        argv += ["--val", str(val)] if val else []
-        argv += [] if mlflow else ["--no-mlflow"]
-        console.print(f"[cyan]DeepSpeed {cfg.deepspeed}: relaunching under torchrun[/cyan]")
-        raise typer.Exit(relaunch_under_torchrun(argv, params.home))
+    relaunch_if_deepspeed(
+        stage, cfg, launcher, params, cases=cases, out=out, params_file=params_file, val=val,
+        mlflow=mlflow, console=console,
+    )  # fmt: skip
     all_cases = _read_cases(cases)
     if val is None:
         split = split_cases(all_cases, params.data.validation_share, params.data.split_seed)

@@ -50,34 +50,19 @@ def _train(
     params_file: Path, deepspeed: str | None, launcher: str, mlflow: bool,
 ) -> None:  # fmt: skip
     from flows.cli import params_or_exit
+    from flows.train_launch import relaunch_if_deepspeed
     from pipelines.dataset import split_cases
     from pipelines.stages import answer, tone
-    from pipelines.training import (
-        relaunch_under_torchrun,
-        rich_progress_callback,
-        under_distributed_launcher,
-    )
+    from pipelines.training import rich_progress_callback
 
     params = params_or_exit(params_file)
     cfg = getattr(params, stage)
     if deepspeed:
         cfg = cfg.model_copy(update={"deepspeed": deepspeed})
-    if cfg.deepspeed and launcher != "none" and not under_distributed_launcher():
-        argv = [
-            "train",
-            stage,
-            "--cases",
-            str(cases),
-            "--out",
-            str(out),
-            "--params",
-            str(params_file),
-        ]
-        argv += ["--deepspeed", cfg.deepspeed, "--launcher", "none"]
-        argv += (["--val", str(val)] if val else []) + (["--docs", str(docs)] if docs else [])
-        argv += [] if mlflow else ["--no-mlflow"]
-        console.print(f"[cyan]DeepSpeed {cfg.deepspeed}: relaunching under torchrun[/cyan]")
-        raise typer.Exit(relaunch_under_torchrun(argv, params.home))
+    relaunch_if_deepspeed(
+        stage, cfg, launcher, params, cases=cases, out=out, params_file=params_file, val=val,
+        mlflow=mlflow, extra=["--docs", str(docs)] if docs else [], console=console,
+    )  # fmt: skip
     all_cases = _read(cases, "cases")
     if val is None:
         train_cases, val_cases = split_cases(
