@@ -1,6 +1,7 @@
 """Loopback load test of the copilot service: latency percentiles, shadow cost, batching gain.
 
     .venv/bin/python benchmarks/bench_service.py [--seed 7 --days 3 --epochs 1] [--models DIR]
+    .venv/bin/python benchmarks/bench_service.py --epochs 1 --topic-threshold 0 --only-batching
 
 Models: the demo cascade, trained on the synthetic world by the project's own `casepilot data
 synth` / `casepilot train <stage>` commands with params.yaml's settings and cached under
@@ -18,6 +19,9 @@ round the server is flushed (its deferred shadow work finishes) before the next 
 how many shadow runs finished *during* the round, and how many were shed, is recorded beside
 the latencies. Goals (issue 6): p95 ≤ 1 s at concurrency 8, champion latency shadow on ÷ off
 ≤ 1.10, batched ÷ unbatched throughput ≥ 3. Writes `benchmarks/results/service.json`.
+`--only-batching` starts just the batched and unbatched servers (shadow off) and measures the
+batching ratio at c32 (with each round's mean batch size) in a few minutes, into
+`benchmarks/results/service-batching.json`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from demo_models import demo_models
-from service_harness import flush, models_layout, shadow_done, start_server, stop_server
+from service_harness import counts, flush, models_layout, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -116,9 +120,14 @@ CONFIGS = {"shadow_on": (True, 32), "shadow_off": (False, 32), "unbatched": (Fal
 def run_round(url: str, name: str, level: str, requests: int, repeat: int, messages) -> dict:
     """One measured round, then a flush; records shadow work done during the round vs after."""
     clients, think_s = LEVELS[level]
-    before = shadow_done(url)
+    before = counts(url)
     row = asyncio.run(drive(url, clients, max(requests, 2 * clients), messages, think_s))
-    during = shadow_done(url) - before
+    after = counts(url)
+    during = after["shadow_done"] - before["shadow_done"]
+    batches = after["batches"] - before["batches"]
+    row["champion_batches"] = batches  # how the service grouped the round's requests
+    items = after["items"] - before["items"]
+    row["mean_batch_size"] = round(items / batches, 2) if batches else 0.0
     started = time.perf_counter()
     stats = flush(url)
     row.update(
@@ -142,11 +151,15 @@ def measure(
     requests: int,
     repeats: int,
     levels: tuple[str, ...] = tuple(LEVELS),
+    configs: tuple[str, ...] = tuple(CONFIGS),
 ) -> list[dict]:
-    """All three servers up at once; shadow on/off back to back in alternating order."""
+    """The servers up at once; shadow on/off back to back in alternating order.
+
+    `configs` without "shadow_on" (`--only-batching`) runs batched and unbatched alone, at c32.
+    """
     servers = {
-        name: start_server(work, root, shadow=shadow, max_batch=batch)
-        for name, (shadow, batch) in CONFIGS.items()
+        name: start_server(work, root, shadow=CONFIGS[name][0], max_batch=CONFIGS[name][1])
+        for name in configs
     }
     try:
         for url, _ in servers.values():
@@ -155,7 +168,8 @@ def measure(
         rows = []
         for repeat in range(repeats):
             for level in levels:
-                pair = ["shadow_on", "shadow_off"][:: 1 if repeat % 2 == 0 else -1]
+                pair = [c for c in ("shadow_on", "shadow_off") if c in servers]
+                pair = pair[:: 1 if repeat % 2 == 0 else -1]
                 extra = ["unbatched"] if level == "c32" else []
                 order = pair + extra if repeat % 2 == 0 else extra + pair
                 for name in order:
@@ -198,10 +212,11 @@ def summarize(rows: list[dict], levels: tuple[str, ...] = tuple(LEVELS)) -> dict
         }
         for name in CONFIGS
         for level in levels
-        if name != "unbatched" or level == "c32"
+        if (name != "unbatched" or level == "c32") and any(r["config"] == name for r in rows)
     }
+    shadowed = any(r["config"] == "shadow_on" for r in rows)
     ratios = {
-        key: {level: shadow_ratios(rows, level, key) for level in levels}
+        key: {level: shadow_ratios(rows, level, key) for level in levels if shadowed}
         for key in ("p50_ms", "p95_ms")
     }
     by_repeat = {(r["config"], r["repeat"]): r for r in rows if r["level"] == "c32"}
@@ -217,6 +232,11 @@ def summarize(rows: list[dict], levels: tuple[str, ...] = tuple(LEVELS)) -> dict
         "shadow_ratio_pairs": ratios,
         "batching_gain_at_c32": round(float(np.median(gains)), 2) if gains else None,
         "batching_gain_pairs": [round(g, 2) for g in gains],
+        "mean_batch_size_at_c32": {
+            name: _median(rows, name, "c32", "mean_batch_size")
+            for name in CONFIGS
+            if any(r["config"] == name and r["level"] == "c32" for r in rows)
+        },
         "shadow_done_during_rounds": {
             level: f"{sum(r['shadow_done_during_round'] for r in on if r['level'] == level)}"
             f" of {sum(r['requests'] for r in on if r['level'] == level)}"
@@ -244,8 +264,16 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=64, help="requests per round")
     parser.add_argument("--repeats", type=int, default=4, help="on/off pairs per level")
-    parser.add_argument("--out", type=Path, default=RESULTS / "service.json")
+    parser.add_argument(
+        "--only-batching",
+        action="store_true",
+        help="only the batching ratio: batched vs unbatched (shadow off) at c32 (a few minutes)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default results/service.json")
     args = parser.parse_args()
+    if args.only_batching:
+        args.levels = ["c32"]
+    out = args.out or RESULTS / ("service-batching.json" if args.only_batching else "service.json")
     models = args.models or demo_models(args.seed, args.days, jobs=args.jobs, epochs=args.epochs)
     started, load_before = time.perf_counter(), os.getloadavg()
     started_at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -253,9 +281,11 @@ def main() -> None:
         work = Path(tmp)
         root = models_layout(models, work, topic_threshold=args.topic_threshold)
         levels = tuple(args.levels)
+        configs = ("shadow_off", "unbatched") if args.only_batching else tuple(CONFIGS)
         rows = measure(
-            work, root, traffic(models), requests=args.requests, repeats=args.repeats, levels=levels
-        )
+            work, root, traffic(models), requests=args.requests, repeats=args.repeats,
+            levels=levels, configs=configs,
+        )  # fmt: skip
     from pipelines.config import ServeConfig
 
     serve = ServeConfig()
@@ -293,13 +323,15 @@ def main() -> None:
             "load_avg_after": os.getloadavg(),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     keys = (
         "p95_ms_at_c8",
         "shadow_ratio_p50",
         "shadow_ratio_p95",
         "batching_gain_at_c32",
+        "batching_gain_pairs",
+        "mean_batch_size_at_c32",
         "shadow_done_during_rounds",
     )
     print(json.dumps({k: result[k] for k in keys}, indent=2))

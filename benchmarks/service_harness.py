@@ -120,12 +120,23 @@ def flush(url: str) -> dict:
     return response.json()["shadow"]
 
 
-def shadow_done(url: str) -> int:
-    """Shadow jobs finished so far (any outcome), without waiting for the rest."""
+def counts(url: str) -> dict:
+    """The server's counts now, without waiting: shadow jobs done, champion batches and items."""
     response = httpx.post(
         f"{url}/admin/flush",
         json={"timeout_s": 0.001},  # returns the runner's counts at once
         headers={"X-API-Key": BENCH_KEY},
         timeout=60,
     )
-    return int(response.json()["shadow"]["done"])
+    body = response.json()
+    batches = body.get("batches", {})
+    return {
+        "shadow_done": int(body["shadow"]["done"]),
+        "batches": int(batches.get("batches", 0)),
+        "items": int(batches.get("items", 0)),
+    }
+
+
+def shadow_done(url: str) -> int:
+    """Shadow jobs finished so far (any outcome), without waiting for the rest."""
+    return counts(url)["shadow_done"]

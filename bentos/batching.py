@@ -37,7 +37,7 @@ class MicroBatcher(Generic[T, R]):
         )
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._worker: asyncio.Task | None = None
-        self.batches = self.items = 0
+        self.batches = self.items = self.largest = 0
 
     async def submit(self, item: T) -> R:
         """Queue one item and wait for its result (its batch's exception when it fails)."""
@@ -73,6 +73,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             self.batches += 1
             self.items += len(batch)
+            self.largest = max(self.largest, len(batch))
             try:
                 results = await loop.run_in_executor(
                     self._executor, self._run, [item for item, _ in batch]
@@ -97,6 +98,10 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if not fut.done():
                 fut.set_result(result)
+
+    def stats(self) -> dict[str, int]:
+        """Batches run, items in them and the largest batch so far (items ÷ batches: mean size)."""
+        return {"batches": self.batches, "items": self.items, "largest": self.largest}
 
     def close(self) -> None:
         """Stop the worker task and the model thread (pending callers are cancelled)."""

@@ -88,6 +88,7 @@ class FlushResponse(BaseModel):
     flushed: bool
     shadow: dict[str, int]
     written: int
+    batches: dict[str, int] = Field(default_factory=dict)  # champion: batches, items, largest
 
 
 # ---------------------------------------------------------------- metrics
@@ -354,7 +355,10 @@ class CopilotService:
 
         flushed = await anyio.to_thread.run_sync(wait)
         return FlushResponse(
-            flushed=flushed, shadow=self.shadow.stats(), written=self.writer.stats().written
+            flushed=flushed,
+            shadow=self.shadow.stats(),
+            written=self.writer.stats().written,
+            batches=self.champion.stats(),
         )
 
     @bentoml.on_shutdown

@@ -79,6 +79,50 @@ def test_answer_overfits_one_batch_and_saves_safetensors(answer_dir: Path):
     assert all(0.5 < p.confidence <= 1.0 and 0 < p.score <= 1 for p in preds)
 
 
+def _transformers_greedy(model: answer.AnswerModel, prompt: str) -> tuple[str, int]:
+    """transformers' own greedy `generate` on one prompt: the reference the stages must match."""
+    import torch
+
+    from pipelines.stages.generator import prompt_ids
+
+    cfg = model.cfg
+    ids = prompt_ids(model.tokenizer, prompt, max(cfg.max_length - cfg.max_new_tokens, 8))
+    with torch.inference_mode():
+        out = model.model.generate(
+            input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=cfg.max_new_tokens, do_sample=False,
+            pad_token_id=model.tokenizer.pad_token_id, eos_token_id=model.tokenizer.eos_token_id,
+        )  # fmt: skip
+    new = out[0, len(ids) :].tolist()
+    return model.tokenizer.decode(new, skip_special_tokens=True).strip(), len(new)
+
+
+def test_batched_generation_equals_one_by_one_and_transformers_greedy(answer_dir: Path):
+    """Length buckets, one shared cache and rows leaving at EOS change nothing in a reply."""
+    # prefill buckets of 2 rows (batch_size): 7 prompts make 4 buckets merged into one cache
+    model = answer.load(answer_dir, AnswerConfig(**{**TINY, "batch_size": 2}))
+    seen = [inp for inp, _ in answer.training_inputs(_cases(), DOCS, pool=_cases(2))]
+    unseen = [
+        AnswerInput(message="hello?", topic="payouts"),
+        AnswerInput(message="fees " * 30, topic="refunds", passages=("A long passage. " * 12,)),
+        AnswerInput(message="is the payout late, where is my money now", topic="payouts"),
+    ]
+    inputs = [unseen[0], *seen[:2], unseen[1], *seen[2:], unseen[2]]
+    batched = model.generate(inputs)
+    single = [model.generate([inp])[0] for inp in inputs]
+    assert [(g.text, g.tokens) for g in batched] == [(g.text, g.tokens) for g in single]
+    assert [g.mean_logprob for g in batched] == pytest.approx(
+        [g.mean_logprob for g in single], abs=1e-4
+    )
+    # rows end at different steps (some at EOS, some at max_new_tokens) and prompts differ in
+    # length, so the buckets and the shrinking batch were both exercised
+    assert len({g.tokens for g in batched}) > 1
+    reference = [
+        _transformers_greedy(model, answer.prompt(i, model.cfg.max_passages)) for i in inputs
+    ]
+    assert [(g.text, g.tokens) for g in batched] == reference
+
+
 def test_training_context_never_holds_the_case_own_reply():
     cases = _cases()  # one case per reply: a neighbour's reply always differs from the case's
     for inp, reply in answer.training_inputs(cases, DOCS):
@@ -137,6 +181,13 @@ def test_tone_rewrites_drafts_in_house_style(tone_dir: Path):
     assert (
         metrics["faithfulness"] == 1.0 and metrics["tone_gain"] > 0.2 and metrics["rouge_l"] == 1.0
     )
+
+
+def test_tone_batched_equals_one_by_one(tone_dir: Path):
+    model = tone.load(tone_dir)
+    drafts = [draft for *_, draft in WORLD] + ["A fee of $75.25 is charged.", "Hello"]
+    batched = model.predict(drafts)
+    assert batched == [model.predict([d])[0] for d in drafts]
 
 
 def test_tone_keeps_the_draft_when_a_fact_would_be_lost(tone_dir: Path):

@@ -326,6 +326,9 @@ def test_suggest_and_feedback_round_trip_into_the_log(server: Server, client) ->
     assert feedback.status_code == 200 and feedback.json() == {"case_id": "rt-0", "stored": True}
     flushed = server.admin(client, "flush").json()
     assert flushed["flushed"] and flushed["shadow"]["done"] == flushed["shadow"]["submitted"]
+    batches = flushed["batches"]  # every champion request went through the micro-batcher
+    assert batches["items"] >= len(MESSAGES) and 1 <= batches["largest"] <= batches["items"]
+    assert batches["batches"] <= batches["items"]
 
     rows = _rows(server).set_index("request_id")
     for i, body in enumerate(bodies):

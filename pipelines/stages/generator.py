@@ -304,38 +304,29 @@ def generate(
     max_length: int,
     max_new_tokens: int,
     batch_size: int = 16,
+    decode_rows: int = 32,
 ) -> list[Generated]:
-    """Greedy, batched (left-padded) continuations of `prompts`, each with its mean log-prob."""
-    import torch
+    """Greedy continuations of `prompts`, each with its mean log-prob, batched (`decoding.greedy`).
 
-    results: list[Generated] = []
+    Prompts are prefilled `batch_size` at a time in buckets of similar length and decoded up to
+    `decode_rows` together; a row stops at its EOS. The result does not depend on the batch.
+    """
+    from pipelines.stages import decoding
+
+    if not prompts:
+        return []
     budget = max(max_length - max_new_tokens, 8)
-    for start in range(0, len(prompts), batch_size):
-        encoded = [prompt_ids(tokenizer, p, budget) for p in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded])
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
-        new = out.sequences[:, width:].cpu()
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()
-        chosen = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        for row in range(new.shape[0]):
-            ids = new[row].tolist()
-            n = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
-            text = tokenizer.decode(ids[:n], skip_special_tokens=True).strip()
-            mean = float(chosen[row, :n].mean()) if n else float("-inf")
-            results.append(Generated(text=text, mean_logprob=mean, tokens=n))
+    encoded = [prompt_ids(tokenizer, p, budget) for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    decoded = decoding.greedy(
+        model, encoded, pad_id=pad if pad is not None else 0, eos_id=tokenizer.eos_token_id,
+        max_new_tokens=max_new_tokens, prefill_rows=batch_size, decode_rows=decode_rows,
+    )  # fmt: skip
+    results = []
+    for row in decoded:
+        text = tokenizer.decode(row.tokens, skip_special_tokens=True).strip()
+        mean = sum(row.logprobs) / len(row.logprobs) if row.logprobs else float("-inf")
+        results.append(Generated(text=text, mean_logprob=mean, tokens=len(row.tokens)))
     return results
 
 
