@@ -108,12 +108,19 @@ def promote(
     by: str | None = typer.Option(
         None, "--by", help="--bootstrap only: who sets the first champion (default: OS user)"
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="--bootstrap only: accept a version that failed its offline gates "
+        "(recorded as forced in the audit)",
+    ),
     params_file: Path = PARAMS,
 ) -> None:
     """Move `champion`: `--bootstrap` sets a first one; otherwise approved challengers move.
 
     A challenger moves only with a promotion request and a reviewer's approval tag on its
     MLflow version (README: "Promotion and approval"); the approver comes from that tag.
+    `--bootstrap` refuses a version that failed its offline gates unless `--force`.
     """
     from pipelines.approval import PromotionRefused
     from pipelines.contract import STAGES
@@ -127,6 +134,12 @@ def promote(
             "version in the MLflow UI (README: 'Promotion and approval'); drop --by[/red]"
         )
         raise typer.Exit(2)
+    if force and not bootstrap:
+        console.print(
+            "[red]--force only applies to --bootstrap (a first champion past failed gates); a "
+            "promotion always needs a reviewer's approval: drop --force[/red]"
+        )
+        raise typer.Exit(2)
     stages = tuple(stage) or (STAGES if bootstrap else _stages_with_challenger(params))
     if not stages:
         console.print("no stage has a challenger: nothing to promote")
@@ -136,7 +149,13 @@ def promote(
         raise typer.Exit(1)
     refusals = []
     if bootstrap:
-        outcomes = bootstrap_champion(params, by=by or getpass.getuser(), stages=stages)
+        try:
+            outcomes = bootstrap_champion(
+                params, by=by or getpass.getuser(), stages=stages, force=force
+            )
+        except PromotionRefused as err:
+            console.print(f"[red]{err}[/red]", soft_wrap=True)
+            raise typer.Exit(1) from None
     else:
         outcomes = []
         for s in stages:
@@ -149,11 +168,14 @@ def promote(
         table.add_column(column)
     for o in outcomes:
         approver = "bootstrap" if bootstrap and not o.skipped else o.approved_by or "-"
-        table.add_row(
-            o.stage, o.name, o.version or "-", o.previous or "-", approver, o.skipped or "moved"
-        )
+        note = o.skipped or ("moved, forced" if o.forced else "moved")
+        table.add_row(o.stage, o.name, o.version or "-", o.previous or "-", approver, note)
     if outcomes:
         console.print(table)
+    for o in outcomes:
+        if o.forced:
+            console.print(f"[yellow]{o.stage} v{o.version}: champion forced past failed offline "
+                          "gates (recorded in the audit run)[/yellow]", soft_wrap=True)  # fmt: skip
     for refusal in refusals:
         console.print(f"[red]{refusal}[/red]")
     if refusals:

@@ -39,7 +39,7 @@ def traffic_task(
 
 
 @task(name="bootstrap-champion", cache_policy=NONE)
-def bootstrap_task(setup: DemoSetup) -> dict[str, str]:
+def bootstrap_task(setup: DemoSetup) -> tuple[dict[str, str], list[str]]:
     return demo_steps.bootstrap(setup.params)
 
 
@@ -109,9 +109,11 @@ def demo_lifecycle(
         step.result = "registered " + demo_steps.registered_line(registered)
         step.data = {"registered": registered}
     with summary.step("bootstrap champion") as step:
-        champion = bootstrap_task(setup)
+        champion, forced = bootstrap_task(setup)
         step.result = ", ".join(f"{s} v{v}" for s, v in champion.items())
-        step.data = {"champion": champion}
+        if forced:
+            step.result += f" (forced past failed offline gates: {', '.join(forced)})"
+        step.data = {"champion": champion, "forced": forced}
 
     with contextlib.ExitStack() as running:
         with summary.step("serve") as step:

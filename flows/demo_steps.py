@@ -31,15 +31,22 @@ def registered_line(registered: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def bootstrap(params: Params) -> dict[str, str]:
-    """Give every stage its first champion (recorded as a bootstrap); stage -> version."""
+def bootstrap(params: Params) -> tuple[dict[str, str], list[str]]:
+    """Give every stage its first champion (recorded as a bootstrap): (stage -> version, forced).
+
+    The demo trains on one synthetic day, so a stage can miss its offline gates; the demo still
+    needs a full cascade to serve, so it bootstraps with `force=True` — recorded as forced on
+    the version and in the audit run — and names the forced stages (`casepilot promote
+    --bootstrap` refuses such a version unless `--force`).
+    """
     from pipelines.registry_promote import bootstrap_champion
 
-    outcomes = bootstrap_champion(params, by=BOOTSTRAPPED_BY)
+    outcomes = bootstrap_champion(params, by=BOOTSTRAPPED_BY, force=True)
     missing = [o.stage for o in outcomes if o.version is None]
     if missing:
         raise RuntimeError(f"no version registered for {', '.join(missing)}: cannot serve")
-    return {o.stage: o.version for o in outcomes if o.version is not None}
+    versions = {o.stage: o.version for o in outcomes if o.version is not None}
+    return versions, [o.stage for o in outcomes if o.forced]
 
 
 def shadow_decision(params: Params, since: Any, until: Any) -> Any:

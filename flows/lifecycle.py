@@ -189,21 +189,44 @@ def monitor_task(params: Params) -> Any:
     return run_monitor(params, reference, window)
 
 
+@task(name="rollback-check", retries=2, retry_delay_seconds=[5, 20])
+def rollback_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
+    """Roll back a promoted champion whose match rate fell (flows/lifecycle_rollback.py)."""
+    from flows.lifecycle_rollback import check_rollbacks
+
+    return check_rollbacks(params, link=link)
+
+
 @flow(name="monitor", **HOOKS)
 def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
-    """One monitoring window: drift + online metrics → Evidently snapshot → event and page.
+    """One monitoring window: drift + online metrics → Evidently snapshot → event and page;
+    then the regression check of newly promoted champions (automatic rollback).
 
     On a drift breach it emits the Prefect event `casepilot.drift.breach` (resource
     `casepilot.monitor.<evidently_project>`, payload with the evidence URL), which the
     `retrain-on-drift` automation turns into a `retrain` run; it pages on-call only when
     `monitor.breach_n` of the last `monitor.breach_m` windows breached, the latest included.
-    Returns `{"breach", "page", "paged", "event_id", "evidence_url", "reasons"}`.
+    A champion whose match rate since its promotion fell `promote.rollback_drop` below its
+    predecessor's (over at least `promote.rollback_min_cases` cases) is rolled back and paged,
+    with the snapshot as evidence — even when the drift step failed (the run then still fails).
+    Returns `{"breach", "page", "paged", "event_id", "evidence_url", "reasons", "rollback"}`
+    (`rollback`: per stage, see `flows.lifecycle_rollback.check_rollbacks`).
     """
     params = load_flow_params(params_file)
-    report = monitor_task(params)
-    event_id = emit_drift_breach(params, report) if report.drift.breach else None
-    paged = page_drift(params, report) if report.page else "not needed"
-    get_run_logger().info("monitor: %s; page: %s", report.summary, paged)
+    state = monitor_task(params, return_state=True)
+    report = state.result(raise_on_failure=False) if state.is_completed() else None
+    logger = get_run_logger()
+    if report is not None:
+        event_id = emit_drift_breach(params, report) if report.drift.breach else None
+        paged = page_drift(params, report) if report.page else "not needed"
+        logger.info("monitor: %s; page: %s", report.summary, paged)
+    rolled = rollback_task(params, report.evidence_url if report is not None else None)
+    for stage, outcome in rolled.items():
+        if outcome["status"] != "skipped":
+            logger.info("rollback check %s: %s (%s)", stage, outcome["status"], outcome["reason"])
+    if report is None:  # the drift step failed: the run fails with its error (and alerts)
+        state.result()  # re-raises it
+        raise RuntimeError(f"monitor-window ended {state.name}: {state.message}")
     return {
         "breach": report.drift.breach,
         "page": report.page,
@@ -211,6 +234,7 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
         "event_id": event_id,
         "evidence_url": report.evidence_url,
         "reasons": list(report.drift.reasons),
+        "rollback": rolled,
     }
 
 

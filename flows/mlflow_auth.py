@@ -66,7 +66,10 @@ class Credentials:
 
 
 def secrets_file(home: Home) -> Path:
-    return home.root / "secrets" / "mlflow-auth.json"
+    """Where the credentials live; clients read the promoter's from it (pipelines/tracking.py)."""
+    from pipelines.tracking import auth_secrets_file
+
+    return auth_secrets_file(home)
 
 
 def auth_config_file(home: Home) -> Path:

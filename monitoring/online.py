@@ -11,6 +11,9 @@
   trigger: mean of max(p, 1 - p) of p(answerable); topic: mean top-topic probability over the
   requests that reached the topic stage. It drifts down when traffic moves away from what the
   model was calibrated on (it over-estimates under strong shift, so it is a warning light).
+- before/after a promotion (`rollback_stats`): the old champion's match outcomes before it and the
+  new champion's since, told apart by the stage version each request logged — the inputs of the
+  automatic rollback (`monitoring.promotion.should_roll_back`, flows/lifecycle_rollback.py).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from monitoring.promotion import shadow_stats_from_window, suggestion_matches
+from monitoring.promotion import ShadowStats, shadow_stats_from_window, suggestion_matches
 from pipelines.contract import STAGES
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import pandas as pd
 
 
@@ -98,4 +103,55 @@ def online_metrics(window: pd.DataFrame, match_threshold: float) -> OnlineMetric
             for stage in STAGES
         },
         estimated_accuracy=estimated_accuracy(window),
+    )
+
+
+def rollback_stats(
+    window: pd.DataFrame,
+    stage: str,
+    *,
+    version: str,
+    previous: str,
+    promoted_at: datetime,
+    match_threshold: float,
+    before_cases: int | None = None,
+) -> tuple[ShadowStats, ShadowStats]:
+    """(before, after) match outcomes around a promotion, for `should_roll_back`.
+
+    `before`: cases the previous champion (`previous`) served before `promoted_at`, the latest
+    `before_cases` of them; `after`: cases the new champion (`version`) served since. A row
+    counts for a version when its `versions[stage]` is that version — rows that carry no version
+    for the stage (a log written without registry versions) are placed by time alone, and rows
+    of any other version (a service that had not reloaded yet) are left out. Only cases with the
+    agent's reply count; a case served twice on one side keeps its latest request.
+    """
+    import pandas as pd
+
+    def served_by(expected: str) -> pd.Series:
+        def check(versions: object) -> bool:
+            found = versions.get(stage) if isinstance(versions, Mapping) else None
+            return found is None or str(found) == str(expected)
+
+        return window["versions"].map(check).astype(bool)
+
+    answered = window["sent_reply"].notna()
+    when = pd.Timestamp(promoted_at)
+    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+    before_rows = window[answered & (window["created_at"] < when) & served_by(previous)]
+    after_rows = window[answered & (window["created_at"] >= when) & served_by(version)]
+    before_rows = before_rows.sort_values("created_at").drop_duplicates("case_id", keep="last")
+    if before_cases is not None:
+        before_rows = before_rows.tail(before_cases)
+
+    def stats(rows: pd.DataFrame, name: str, of: str) -> ShadowStats:
+        rows = rows.drop_duplicates("case_id", keep="last")
+        flags = suggestion_matches(
+            rows["champion_text"].tolist(), rows["sent_reply"].tolist(), match_threshold
+        )
+        cases = rows["case_id"].tolist()
+        return ShadowStats(name, dict(zip(cases, (bool(f) for f in flags), strict=True)), of)
+
+    return (
+        stats(before_rows, f"{stage} v{previous} before promotion", previous),
+        stats(after_rows, f"{stage} v{version} since promotion", version),
     )

@@ -62,20 +62,34 @@ class Promotion:
     skipped: str | None = None  # why nothing moved
     approved_by: str | None = None
     audit_run_id: str | None = None
+    forced: bool = False  # a bootstrap past failed offline gates (`force=True`)
+
+
+GATE, GATE_REASONS = "casepilot.gate", "casepilot.gate_reasons"
+FORCED = "casepilot.bootstrap_forced"
 
 
 def bootstrap_champion(
-    params: Params, *, by: str | None = None, stages: Iterable[str] = STAGES
+    params: Params,
+    *,
+    by: str | None = None,
+    stages: Iterable[str] = STAGES,
+    force: bool = False,
 ) -> list[Promotion]:
     """Give each stage without a champion a first one: its challenger, else its latest version.
 
     There is no earlier champion to compare against, so no approval is asked: it is recorded as
     `casepilot.bootstrap=true` with who (default: the OS user) and when, on the version and as
     an audit run. A stage that already has a champion is left alone.
+
+    A version that failed its offline gates (`casepilot.gate=failed`) is refused — for every
+    stage before anything moves — with `PromotionRefused` naming the gate; `force=True` makes
+    it champion anyway, recorded as `casepilot.bootstrap_forced=true` with the gate's reasons.
     """
-    by = by or getpass.getuser()
+    by, stages = by or getpass.getuser(), list(stages)
     client = registry_client(params)
-    outcomes = []
+    outcomes: list[Promotion] = []
+    chosen: list[tuple[str, str, str, dict[str, str]]] = []  # stage, name, version, aliases
     for stage in stages:
         name = registered_model_name(params, stage)
         aliases = aliases_of(client, name)
@@ -90,6 +104,17 @@ def bootstrap_champion(
         if version is None:
             outcomes.append(Promotion(stage, name, None, None, skipped="no version registered"))
             continue
+        chosen.append((stage, name, version, aliases))
+    gates = {
+        (stage, version): client.get_model_version(name, version).tags or {}
+        for stage, name, version, _ in chosen
+    }
+    failed = {key: tags for key, tags in gates.items() if tags.get(GATE) == "failed"}
+    if failed and not force:
+        raise PromotionRefused(_gate_refusal(params, failed))
+    for stage, name, version, aliases in chosen:
+        forced = (stage, version) in failed
+        reasons = failed.get((stage, version), {}).get(GATE_REASONS, "")
         at = now_iso()
         client.set_registered_model_alias(name, CHAMPION, version)
         if aliases.get(CHALLENGER) == version:
@@ -99,18 +124,43 @@ def bootstrap_champion(
             "casepilot.promoted_by": by,
             "casepilot.promoted_at": at,
             "casepilot.previous_champion": "",
+            **({FORCED: "true", "casepilot.forced_gate_reasons": reasons[:5000]} if forced else {}),
         }
-        _, run_id = log_audit_run(
-            client,
-            params,
-            "bootstrap",
-            stage,
-            {"casepilot.model": name, "casepilot.version": version, "casepilot.promoted_by": by},
-            {"version": version, "by": by, "at": at},
-        )
+        run_tags = {
+            "casepilot.model": name,
+            "casepilot.version": version,
+            "casepilot.promoted_by": by,
+            FORCED: str(forced).lower(),
+        }
+        evidence = {
+            "version": version,
+            "by": by,
+            "at": at,
+            "forced": forced,
+            "gate": gates[(stage, version)].get(GATE, ""),
+            "gate_reasons": reasons,
+        }
+        _, run_id = log_audit_run(client, params, "bootstrap", stage, run_tags, evidence)
         set_version_tags(client, name, version, {**record, "casepilot.promotion_run_id": run_id})
-        outcomes.append(Promotion(stage, name, version, None, audit_run_id=run_id))
-    return outcomes
+        outcomes.append(Promotion(stage, name, version, None, audit_run_id=run_id, forced=forced))
+    order = {stage: i for i, stage in enumerate(stages)}
+    return sorted(outcomes, key=lambda o: order[o.stage])
+
+
+def _gate_refusal(params: Params, failed: dict[tuple[str, str], dict[str, str]]) -> str:
+    """The refusal: which version failed which gate, and the two ways forward."""
+    parts = [
+        f"{stage} v{version} failed its offline gates ({tags.get(GATE_REASONS) or 'see its tags'})"
+        for (stage, version), tags in sorted(failed.items())
+    ]
+    first = sorted(failed)[0][0]
+    return (
+        "refusing to bootstrap a champion that failed its offline gates: "
+        + "; ".join(parts)
+        + f". Fix: retrain and register a version that passes `register.gates.{first}` in "
+        "params.yaml (or correct a gate that is wrong there), or accept it knowingly with "
+        "`casepilot promote --bootstrap --force` (recorded as forced in the audit)"
+    )
 
 
 def promote_challenger(

@@ -75,7 +75,7 @@ def _download(params: Params, version: ModelVersion, root: Path) -> Path:
             mlflow.artifacts.download_artifacts(
                 artifact_uri=client.get_model_version_download_uri(version.name, version.version),
                 dst_path=str(staging),
-                tracking_uri=params.mlflow_tracking_uri,
+                tracking_uri=client.tracking_uri,
             )
         )
         marker = {"name": version.name, "version": str(version.version), "source": version.source}

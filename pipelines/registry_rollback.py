@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from monitoring.promotion import RollbackDecision, ShadowStats
     from pipelines.config import Params
 
+AUTO_ROLLBACK_BY = "casepilot auto-rollback"
+
 
 @dataclass(frozen=True)
 class Rollback:
@@ -62,11 +64,14 @@ def rollback_champion(
     by: str | None = None,
     link: str | None = None,
     evidence: Mapping[str, Any] | None = None,
+    expect_version: str | None = None,
 ) -> Rollback:
     """Move `champion` back to `previous-champion`, record why, and page on-call.
 
     `link` is the evidence to page with (e.g. the monitoring dashboard); default: the audit
-    run in MLflow. Raises LookupError when there is no previous champion to return to.
+    run in MLflow. Raises LookupError when there is no previous champion to return to, or when
+    `expect_version` is given and `champion` is no longer on it (someone moved it meanwhile:
+    an automatic rollback must never roll back the version it just restored).
     """
     if not reason.strip():
         raise ValueError("a rollback needs a reason, e.g. 'match rate fell 0.12 after promotion'")
@@ -74,6 +79,11 @@ def rollback_champion(
     name = registered_model_name(params, stage)
     aliases = aliases_of(client, name)
     current, target = aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)
+    if expect_version is not None and current != str(expect_version):
+        raise LookupError(
+            f"{name}: champion is v{current}, not v{expect_version} any more (moved meanwhile); "
+            "nothing rolled back — look at the registry's audit runs"
+        )
     if current is None or target is None or target == current:
         raise LookupError(
             f"{name} has no previous champion to roll back to (champion={current}, "
@@ -149,11 +159,14 @@ def auto_rollback(
     online_metrics: tuple[ShadowStats, ShadowStats],
     *,
     link: str | None = None,
+    champion_version: str | None = None,
 ) -> AutoRollback:
     """Roll back when `monitoring.promotion.should_roll_back` says the new champion regressed.
 
     `online_metrics` is (before, after): match outcomes of the previous champion's window and of
-    the new champion's since promotion. `link` points the page at the evidence (a dashboard).
+    the new champion's since promotion (`monitoring.online.rollback_stats` builds them from the
+    prediction log). `link` points the page at the evidence (a dashboard). `champion_version`:
+    the version the stats were measured on; if `champion` moved since, nothing is rolled back.
     """
     from monitoring.promotion import should_roll_back
 
@@ -169,6 +182,12 @@ def auto_rollback(
         "p_value": decision.p_value,
     }
     rolled = rollback_champion(
-        params, stage, decision.reason, by="casepilot auto-rollback", link=link, evidence=evidence
+        params,
+        stage,
+        decision.reason,
+        by=AUTO_ROLLBACK_BY,
+        link=link,
+        evidence=evidence,
+        expect_version=champion_version,
     )
     return AutoRollback(decision, rolled)

@@ -20,10 +20,13 @@ CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-ch
 
 
 def registry_client(params: Params) -> MlflowClient:
-    """Return an MlflowClient on `params.mlflow_tracking_uri` (tracking and registry)."""
+    """Return an MlflowClient on `params.mlflow_tracking_uri` (tracking and registry) — through
+    the sign-in server when `casepilot up` runs one over it (`pipelines.tracking`)."""
     from mlflow import MlflowClient
 
-    uri = params.mlflow_tracking_uri
+    from pipelines.tracking import client_tracking_uri
+
+    uri = client_tracking_uri(params)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -1,26 +1,112 @@
-"""MLflow helpers every stage uses: open a run from config, log metrics, params and figures."""
+"""MLflow helpers every stage uses: where to track, open a run, log metrics, params and figures.
+
+Where to track (`client_tracking_uri`): `params.mlflow_tracking_uri` — unless that is this home's
+embedded database store and `casepilot up` runs the MLflow server over it with sign-in
+(`--app-name basic-auth`, flows/mlflow_auth.py). Then every client goes through that server,
+signed in as `promoter` (or as whoever `MLFLOW_TRACKING_USERNAME`/`_PASSWORD` already name), so
+the registry's permissions hold: nothing writes to the store behind the server's back.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from pipelines.config import Params
+    from pipelines.home import Home
+
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+SIGN_IN_AS = "promoter"  # the user casepilot's own writers sign in as (flows/mlflow_auth.py)
+
+
+def auth_secrets_file(home: Home) -> Path:
+    """The 0600 file `casepilot up` keeps the MLflow users' passwords in (flows/mlflow_auth.py)."""
+    return home.root / "secrets" / "mlflow-auth.json"
+
+
+def server_record_file(home: Home) -> Path:
+    """The running local MLflow server's record (pid, URL, store, auth; flows/services.py)."""
+    return home.logs / "mlflow-server.json"
+
+
+def _serves(pid: int) -> bool:
+    """True when `pid` is alive and runs `mlflow server` (a recycled pid does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the record
+    return b"mlflow" in b" ".join(cmdline) and b"server" in cmdline
+
+
+def running_auth_server(params: Params) -> str | None:
+    """URL of this home's running sign-in MLflow server over `params.mlflow_tracking_uri`."""
+    path = server_record_file(params.home)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not record.get("auth") or record.get("backend_store_uri") != params.mlflow_tracking_uri:
+        return None
+    pid = int(record.get("pid") or 0)
+    if pid <= 0 or not _serves(pid):
+        return None
+    return f"http://{record['host']}:{record['port']}"
+
+
+def sign_in_from_secrets(home: Home) -> None:
+    """Sign this process's MLflow clients in as `promoter`, unless someone is signed in already.
+
+    Raises with the fix when the server needs sign-in and no password is known.
+    """
+    if os.environ.get(USERNAME_ENV) and os.environ.get(PASSWORD_ENV):
+        return
+    path = auth_secrets_file(home)
+    try:
+        password = json.loads(path.read_text(encoding="utf-8"))[f"{SIGN_IN_AS}_password"]
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise PermissionError(
+            f"the MLflow server of `casepilot up` needs sign-in, but {path} has no "
+            f"{SIGN_IN_AS} password ({err}); set {USERNAME_ENV}/{PASSWORD_ENV} or run "
+            "`casepilot up` again as the user who started it"
+        ) from None
+    os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = SIGN_IN_AS, password
+
+
+def client_tracking_uri(params: Params) -> str:
+    """Where MLflow clients should go: the sign-in server `casepilot up` runs over this home's
+    store (signing in as `promoter`), else `params.mlflow_tracking_uri` itself."""
+    uri = params.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://", "databricks")):
+        return uri
+    server = running_auth_server(params)
+    if server is None:
+        return uri
+    sign_in_from_secrets(params.home)
+    return server
 
 
 @contextmanager
 def mlflow_run(params: Params, experiment: str, run_name: str) -> Iterator[Any]:
-    """Yield an active MLflow run in `experiment`, tracking to `params.mlflow_tracking_uri`.
+    """Yield an active MLflow run in `experiment`, tracking to `client_tracking_uri(params)`.
 
     The tracking URI is set here, never at import; an embedded SQLite store gets its folder.
     """
     import mlflow
 
-    uri = params.mlflow_tracking_uri
+    uri = client_tracking_uri(params)
     if uri.startswith("sqlite:///"):
         params.home.mlflow.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

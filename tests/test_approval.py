@@ -283,3 +283,119 @@ def test_cli_promote_refuses_without_approval_and_rolls_back(
         json.loads(line) for line in (params.home.logs / "pages.jsonl").read_text().splitlines()
     ]
     assert logged[-1]["dedup_key"] == f"casepilot-rollback-{name}-v{v2}"
+
+
+def test_the_monitor_check_rolls_back_a_regressed_champion_once_and_pages(
+    store, stage_dir, tmp_path, receiver
+) -> None:
+    from test_promotion import REPLY, WRONG, log_served
+
+    from flows.lifecycle_rollback import check_rollbacks
+
+    params = make_params(tmp_path, store, receiver.url)
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    assert check_rollbacks(params, stages=("topic",))["topic"]["status"] == "skipped"  # bootstrap
+    request_promotion(params, "topic", winning_decision(params))
+    approve_version(params, "topic", "jane.doe")
+    promote_challenger(params, "topic")
+    client = registry_client(params)
+    promoted = datetime.fromisoformat(
+        client.get_model_version(name, v2).tags["casepilot.promoted_at"]
+    )
+    at = lambda minutes: promoted + timedelta(minutes=minutes)  # noqa: E731
+    before = [(f"b{i}", at(-50 + i), {"topic": v1}, REPLY if i % 10 else WRONG) for i in range(40)]
+    log_served(params.prediction_log_url, before)  # v1: 0.90 before the promotion
+    log_served(params.prediction_log_url,
+               [(f"a{i}", at(1 + i), {"topic": v2}, WRONG) for i in range(10)])  # fmt: skip
+    link = "http://127.0.0.1:8000/projects/p/snapshots/s"
+
+    early = check_rollbacks(params, link=link, stages=("topic",))["topic"]
+    assert early["status"] == "kept" and "need 20" in early["reason"]  # too few cases yet
+    log_served(params.prediction_log_url,
+               [(f"a{i}", at(1 + i), {"topic": v2}, REPLY if i % 2 else WRONG)
+                for i in range(10, 40)])  # fmt: skip
+    rolled = check_rollbacks(params, link=link, stages=("topic",))["topic"]
+    assert rolled["status"] == "rolled back", rolled
+    assert rolled["before_match_rate"] == pytest.approx(0.9) and rolled["after_cases"] == 40
+    assert rolled["after_match_rate"] == pytest.approx(15 / 40) and rolled["to_version"] == v1
+    assert aliases_of(client, name) == {CHAMPION: v1}
+    assert client.get_model_version(name, v2).tags["casepilot.rolled_back_by"] == (
+        "casepilot auto-rollback"
+    )
+    (page,) = [r["json"] for r in receiver.requests]
+    assert page["links"] == [{"href": link, "text": "evidence"}]
+    assert page["dedup_key"] == f"casepilot-rollback-{name}-v{v2}"
+    assert page["details"]["after_match_rate"] == pytest.approx(15 / 40)
+
+    again = check_rollbacks(params, link=link, stages=("topic",))["topic"]
+    assert again["status"] == "skipped" and "bootstrap" in again["reason"]  # v1: nothing older
+    assert aliases_of(client, name) == {CHAMPION: v1} and len(receiver.requests) == 1
+
+
+def test_cli_bootstrap_refuses_a_version_that_failed_its_gates_unless_forced(
+    store, stage_dir, tmp_path, monkeypatch
+) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    params = make_params(tmp_path, store)
+    monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"register": params.register.model_dump()}))
+    failing = _register(params, stage_dir, {"accuracy": 0.4})
+    runner = CliRunner()
+    args = ["promote", "--bootstrap", "--stage", "topic", "--yes", "--params", str(params_file)]
+
+    refused = runner.invoke(app, args)
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1, refused.output
+    assert f"topic v{failing.version} failed its offline gates (accuracy: 0.4000 < 0.8)" in said
+    assert "register.gates.topic" in said and "--bootstrap --force" in said
+    client = registry_client(params)
+    assert CHAMPION not in aliases_of(client, failing.name)
+    assert runner.invoke(app, ["promote", "--force", "--yes", "--params", str(params_file)]
+                         ).exit_code == 2  # --force never skips a reviewer  # fmt: skip
+
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "champion forced past failed offline gates" in " ".join(forced.output.split())
+    assert aliases_of(client, failing.name)[CHAMPION] == failing.version
+    tags = client.get_model_version(failing.name, failing.version).tags
+    assert tags["casepilot.bootstrap_forced"] == "true"
+    assert tags["casepilot.forced_gate_reasons"] == "accuracy: 0.4000 < 0.8"
+    audit = client.get_run(tags["casepilot.promotion_run_id"])
+    assert audit.data.tags["casepilot.bootstrap_forced"] == "true"
+    assert resolve_stage(params, "topic", CHAMPION).version == failing.version  # it loads
+
+
+def test_a_version_restored_by_the_monitor_is_not_rolled_back_again(
+    store, stage_dir, tmp_path
+) -> None:
+    from test_promotion import REPLY, WRONG, log_served
+
+    from flows.lifecycle_rollback import check_rollbacks
+
+    params = make_params(tmp_path, store)
+    name, v1, v2 = _champion_and_challenger(params, stage_dir)
+    for _ in range(2):  # v2 over v1, then v3 over v2
+        request_promotion(params, "topic", winning_decision(params))
+        approve_version(params, "topic", "jane.doe")
+        promoted = promote_challenger(params, "topic")
+        if promoted.version == v2:
+            _register(params, stage_dir, PASSING)
+    v3, client = promoted.version, registry_client(params)
+    stamp = client.get_model_version(name, v3).tags["casepilot.promoted_at"]
+    at = lambda minutes: datetime.fromisoformat(stamp) + timedelta(minutes=minutes)  # noqa: E731
+    served = [(f"b{i}", at(-30 + i), {"topic": v2}, REPLY) for i in range(25)]
+    served += [(f"a{i}", at(1 + i), {"topic": v3}, WRONG) for i in range(25)]
+    log_served(params.prediction_log_url, served)
+
+    assert check_rollbacks(params, stages=("topic",))["topic"]["status"] == "rolled back"
+    assert aliases_of(client, name) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}
+    # v2 is the trusted version the rollback restored: it is not watched again, so the monitor
+    # never walks on back to v1 by itself
+    again = check_rollbacks(params, stages=("topic",))["topic"]
+    assert again["status"] == "skipped" and "restored by a rollback" in again["reason"]
+    assert aliases_of(client, name) == {CHAMPION: v2, PREVIOUS_CHAMPION: v1}

@@ -4,7 +4,8 @@ Two tests run the flows on Prefect's test harness (a temporary API and database)
 BERT trigger. Two start `prefect server` on 127.0.0.1 with its own database: one registers the
 deployments and the automation with `casepilot schedule`, runs the real `monitor` flow on drifted
 traffic and waits for the automation to create a `retrain` run; the other runs `promote` without
-and with a reviewer's approval, then `rollback`. All are `slow` (each starts a Prefect API).
+and with a reviewer's approval, then `monitor` on a prediction log where the new champion
+regressed: it rolls back by itself and pages. All are `slow` (each starts a Prefect API).
 """
 
 from __future__ import annotations
@@ -147,6 +148,33 @@ def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Pat
     assert "unknown stage" in alerts[0].summary and "no-such-stage" in alerts[0].summary
     pages = (params.home.logs / "pages.jsonl").read_text().splitlines()
     assert json.loads(pages[-1])["dedup_key"] == "casepilot-flow-failed-retrain"
+
+
+@pytest.mark.slow  # the test harness starts a temporary Prefect server first
+def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
+    harness: None, home: Home, tmp_path: Path
+) -> None:
+    from flows.lifecycle import monitor
+    from monitoring.alerts import read_alerts
+
+    params_file = _write_params(
+        tmp_path / "params.yaml", {"register": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}
+    )
+    state = monitor(str(params_file), return_state=True)  # no training data to compare with
+    assert state.is_failed() and "no accepted training data" in state.message
+    alerts = [a for a in read_alerts(load_params(params_file)) if a.kind == "flow_failed"]
+    assert [a.details["flow"] for a in alerts] == ["monitor"]
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    names = {run.name.rsplit("-", 1)[0] for run in runs}
+    assert {"monitor-window", "rollback-check"} <= names, names  # the check ran regardless
 
 
 # ---------------------------------------------------------------- real server
@@ -310,6 +338,47 @@ def test_drift_breach_runs_retrain_through_the_automation(
 stage_dir = test_registry.stage_dir  # a tiny registered-model folder (module fixture)
 
 
+def _served_around_promotion(
+    url: str, cases: list, promoted: datetime, before: str, after: str
+) -> None:
+    """Traffic with the agents' replies: the old topic champion `before` the promotion matched
+    90% of them, the new one `after` it matches a third (a forced regression)."""
+    from monitoring.prediction_log import PredictionLog
+    from pipelines.contract import Feedback
+
+    answered = [c for c in cases if c.agent_reply][:120]
+    wrong = "Thanks for waiting, a courier will deliver your replacement card within five days."
+    records, feedback = [], []
+    for i, case in enumerate(answered):
+        old = i < 60
+        at = promoted + timedelta(minutes=(i - 61) if old else (i - 59))
+        good = i % 10 != 0 if old else i % 3 == 0
+        records.append(
+            PredictionRecord(
+                request_id=f"r-{case.case_id}",
+                case_id=case.case_id,
+                created_at=at,
+                message=case.message,
+                champion=Suggestion(
+                    text=case.agent_reply if good else wrong,
+                    topic=case.topic,
+                    scores={"trigger": 0.9, "topic": 0.8},
+                    versions={"topic": before if old else after},
+                    latency_ms=5.0,
+                ),
+                latency_ms=5.0,
+            )
+        )
+        feedback.append(Feedback(case_id=case.case_id, sent_reply=case.agent_reply,
+                                 used_suggestion=good, created_at=at))  # fmt: skip
+    log = PredictionLog.from_url(url)
+    try:
+        log.write(records)
+        log.write_feedback(feedback)
+    finally:
+        log.close()
+
+
 @pytest.mark.slow
 def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
     prefect_server: str, home: Home, tmp_path: Path, stage_dir: Path
@@ -317,15 +386,18 @@ def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle import promote, rollback
+    from flows.lifecycle import monitor, promote, rollback
     from monitoring.alerts import read_alerts
     from pipelines.approval import approve_version, request_promotion
     from pipelines.registry import CHAMPION, aliases_of, bootstrap_champion, registry_client
 
+    world = _world(8)
+    _accept(home, [c for day in range(1, 4) for c in world[day]])  # the monitor's reference
     params_file = _write_params(
         tmp_path / "params.yaml",
         {"register": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                      "gates": {"topic": {"accuracy": 0.8}}}},
+                      "gates": {"topic": {"accuracy": 0.8}}},
+         "monitor": {"window_cases": 120, "max_reference_cases": 120}},
     )  # fmt: skip
     params = load_params(params_file)
     first = test_registry._register(params, stage_dir, {"accuracy": 0.9})
@@ -348,16 +420,38 @@ def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
         assert outcome["status"] == "promoted" and outcome["approved_by"] == "demo-reviewer"
         assert champion() == second.version
 
-        rolled = rollback(str(params_file), "topic", "forced regression", return_state=True)
-        assert rolled.result()["to_version"] == first.version and champion() == first.version
+        # The forced regression: since the promotion the new champion matches far fewer
+        # replies; the scheduled monitor run finds it and rolls back by itself.
+        tags = registry_client(params).get_model_version(first.name, second.version).tags
+        promoted_at = datetime.fromisoformat(tags["casepilot.promoted_at"])
+        cases = [c for day in range(4, 9) for c in world[day]]
+        _served_around_promotion(
+            params.prediction_log_url, cases, promoted_at, first.version, second.version
+        )
+        monitored = monitor(str(params_file), return_state=True)
+        assert monitored.is_completed(), monitored.message
+        report = monitored.result()
+        check = report["rollback"]["topic"]
+        assert check["status"] == "rolled back", check
+        assert check["to_version"] == first.version and champion() == first.version
+        assert check["before_match_rate"] == pytest.approx(0.9)
+        assert check["after_match_rate"] < 0.4 and check["after_cases"] == 60
+        page = json.loads((home.logs / "pages.jsonl").read_text().splitlines()[-1])
+        assert page["dedup_key"] == f"casepilot-rollback-{first.name}-v{second.version}"
+        assert page["links"][0]["href"] == report["evidence_url"]  # the Evidently snapshot
+
+        # Nothing is rolled back twice: v1 has no predecessor, and a manual rollback says so.
+        again = rollback(str(params_file), "topic", "forced regression", return_state=True)
+        assert again.is_failed() and "no previous champion" in again.message
+        assert champion() == first.version
 
         with get_client(sync_client=True) as client:  # the runs are the real server's
             states = [
                 client.read_flow_run(s.state_details.flow_run_id).state.name
-                for s in (refused, promoted, rolled)
+                for s in (refused, promoted, monitored, again)
             ]
         _flush_to_api()
-    assert states == ["Failed", "Completed", "Completed"]
+    assert states == ["Failed", "Completed", "Completed", "Failed"]
 
 
 def _flush_to_api() -> None:

@@ -152,3 +152,76 @@ def test_rollback_on_a_drop_after_enough_cases() -> None:
     early = ShadowStats("v2", {f"a{i}": False for i in range(10)})
     too_early = should_roll_back(before, early, cfg)
     assert not too_early.roll_back and "need 50" in too_early.reason
+
+
+# ---------------------------------------------------------------- before/after a promotion
+
+REPLY = "You can pause your plan under Settings, then Billing."
+WRONG = "Our courier ships replacement cards within five days."
+
+
+def log_served(url: str, served: list[tuple[str, datetime, dict[str, str], str | None]]) -> None:
+    """Write served requests (case id, time, stage versions, suggestion) to the prediction log
+    at `url`, each with the agent's sent reply `REPLY` as feedback."""
+    from monitoring.prediction_log import PredictionLog
+    from pipelines.contract import Feedback, PredictionRecord, Suggestion
+
+    records = [
+        PredictionRecord(
+            request_id=f"r-{case}-{at.timestamp()}",
+            case_id=case,
+            created_at=at,
+            message="how do I pause my plan?",
+            champion=Suggestion(
+                text=text,
+                abstain_reason=None if text else "topic: below threshold",
+                versions=versions,
+                latency_ms=4.0,
+            ),
+            latency_ms=4.0,
+        )
+        for case, at, versions, text in served
+    ]
+    log = PredictionLog.from_url(url)
+    try:
+        log.write(records)
+        log.write_feedback([Feedback(case_id=c, sent_reply=REPLY, used_suggestion=True)
+                            for c in dict.fromkeys(case for case, *_ in served)])  # fmt: skip
+    finally:
+        log.close()
+
+
+def test_rollback_stats_split_the_log_at_the_promotion_by_version(tmp_path) -> None:
+    from monitoring.online import rollback_stats
+    from monitoring.prediction_log import PredictionLog
+
+    promoted = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    at = lambda minutes: promoted + timedelta(minutes=minutes)  # noqa: E731
+    served = (
+        [(f"b{i}", at(-60 + i), {"topic": "1"}, REPLY if i % 5 else WRONG) for i in range(30)]
+        + [("old-other", at(-5), {"topic": "7"}, REPLY)]  # another version: not v1's
+        + [("no-version", at(-4), {}, WRONG)]  # no versions logged: placed by time
+        + [(f"a{i}", at(1 + i), {"topic": "2"}, REPLY if i % 2 else None) for i in range(20)]
+        + [("not-reloaded", at(2), {"topic": "1"}, REPLY)]  # old champion after: left out
+        + [("b0", at(3), {"topic": "2"}, WRONG)]  # served on both sides: counts on both
+    )
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log_served(url, served)
+    log = PredictionLog.from_url(url)
+    window = log.window()
+    log.close()
+
+    before, after = rollback_stats(
+        window, "topic", version="2", previous="1", promoted_at=promoted, match_threshold=0.8
+    )
+    assert set(before.matches) == {f"b{i}" for i in range(30)} | {"no-version"}
+    assert before.match_rate == pytest.approx(24 / 31)  # b0,b5,…,b25 and no-version missed
+    assert set(after.matches) == {f"a{i}" for i in range(20)} | {"b0"}
+    assert after.match_rate == pytest.approx(10 / 21)  # abstentions and b0 missed
+    assert (before.version, after.version) == ("1", "2")
+
+    around = {"version": "2", "previous": "1", "promoted_at": promoted, "match_threshold": 0.8}
+    latest, _ = rollback_stats(window, "topic", **around, before_cases=5)
+    assert set(latest.matches) == {"b26", "b27", "b28", "b29", "no-version"}
+    other, _ = rollback_stats(window, "trigger", **around)
+    assert other.cases == 32  # no trigger versions logged: every case before, by time

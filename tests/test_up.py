@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import test_registry
 import yaml
 
 from flows import mlflow_auth, stack
@@ -23,6 +24,7 @@ from pipelines.config import params_from_mapping
 from pipelines.home import Home
 
 CASEPILOT = str(Path(sys.executable).with_name("casepilot"))
+stage_dir = test_registry.stage_dir  # a tiny trained-stage folder to register (module fixture)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -109,7 +111,7 @@ def test_down_signals_only_a_group_that_still_runs_the_recorded_command(home: Ho
 
 @pytest.mark.slow
 def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
-    home: Home, tmp_path: Path
+    home: Home, tmp_path: Path, stage_dir: Path
 ) -> None:
     prefect_port, mlflow_port, ui_port, serve_port = _ports(4)
     params_file = tmp_path / "params.yaml"
@@ -159,13 +161,41 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
         creds = mlflow_auth.load_or_create_credentials(home)
         from mlflow import MlflowClient
+        from mlflow.server.auth.client import AuthServiceClient
 
-        with mlflow_auth.signed_in(creds, mlflow_auth.PROMOTER):
-            MlflowClient(tracking_uri=mlflow_url).create_registered_model("casepilot-topic")
+        # casepilot's own writers go through the server, signed in as the promoter (no creds in
+        # their environment: they read them from the secrets file), not into the store directly
+        metrics = tmp_path / "metrics.json"
+        metrics.write_text(json.dumps({"metrics": {"accuracy": 0.9}}))
+        registered = _casepilot(
+            [
+                "register",
+                "topic",
+                "--model",
+                str(stage_dir),
+                "--metrics",
+                str(metrics),
+                "--data-version",
+                "md5-up",
+                *args,
+            ],
+            env,
+            180,
+        )
+        assert registered.returncode == 0, registered.stdout + registered.stderr  # fmt: skip
+        with mlflow_auth.signed_in(creds, creds.admin_username):
+            auth = AuthServiceClient(mlflow_url)
+            grants = {
+                (p.resource_type, p.resource_pattern, p.permission)
+                for role in auth.list_user_roles(mlflow_auth.PROMOTER)
+                for p in auth.list_role_permissions(role.id)
+            }
+        # the server grants its creator MANAGE on exactly this model: it was created through it
+        assert ("registered_model", "casepilot-topic", "MANAGE") in grants, grants
         with mlflow_auth.signed_in(creds, mlflow_auth.REVIEWER):
             client = MlflowClient(tracking_uri=mlflow_url)
             client.set_registered_model_tag("casepilot-topic", "reviewed", "yes")
-            assert client.get_registered_model("casepilot-topic").tags == {"reviewed": "yes"}
+            assert client.get_registered_model("casepilot-topic").tags["reviewed"] == "yes"
 
         # `up` again starts nothing new
         again = _casepilot(["up", *args], env, 180)
@@ -184,3 +214,43 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
     assert all(stack.port_free(port) for port in (prefect_port, mlflow_port, ui_port))
     nothing = _casepilot(["down", *args], env, 60)
     assert nothing.returncode == 0 and "nothing running" in nothing.stdout
+
+
+def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.tracking import client_tracking_uri, server_record_file
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    params = params_from_mapping({}, home=home, env={})
+    store = params.mlflow_tracking_uri
+    assert client_tracking_uri(params) == store  # nothing runs: the embedded store
+    # a process that looks like `mlflow server` to /proc, standing in for the recorded server
+    command = [sys.executable, "-c", "import signal; signal.pause()", "mlflow", "server"]
+    process = subprocess.Popen(command)
+    try:
+        stack.wait_for_exec(process, command)  # /proc shows the command, not the forked parent
+        record = {"pid": process.pid, "host": "127.0.0.1", "port": 5123,
+                  "backend_store_uri": store, "auth": False}  # fmt: skip
+        record_file = server_record_file(home)
+        record_file.write_text(json.dumps(record))
+        assert client_tracking_uri(params) == store  # no sign-in server: no need to detour
+        record_file.write_text(json.dumps({**record, "auth": True}))
+        with pytest.raises(PermissionError, match="no promoter password"):
+            client_tracking_uri(params)  # a server that needs sign-in, and no password known
+        creds = mlflow_auth.load_or_create_credentials(home)
+        assert client_tracking_uri(params) == "http://127.0.0.1:5123"
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == mlflow_auth.PROMOTER
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == creds.promoter_password
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reviewer")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "signed-in-already")
+        client_tracking_uri(params)
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "reviewer"  # whoever signed in stays
+        other = params_from_mapping({"register": {"tracking_uri": "sqlite:///elsewhere.db"}},
+                                    home=home, env={})  # fmt: skip
+        assert client_tracking_uri(other) == "sqlite:///elsewhere.db"  # another store
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert client_tracking_uri(params) == store  # the server is gone: back to the store
