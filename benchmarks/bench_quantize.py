@@ -11,6 +11,13 @@ synthetic world, then runs `quantize_stage` with `quantize.method: auto` on each
 here on CPU). Latencies are medians of rounds interleaved across candidates in one process, so
 the ratios hold on a shared, busy machine even when the absolute times do not.
 Writes `benchmarks/results/quantize.json`.
+
+    .venv/bin/python benchmarks/bench_quantize.py --stages trigger,topic,retrieve --rounds 9 \
+        --onnx-sweep
+
+`--candidates` overrides `quantize.auto_candidates` (e.g. `onnx,onnx_int8`); `--rounds` the
+interleaved timing rounds; `--onnx-sweep` also scores every `onnx_int8` setting (per-channel,
+reduce_range, signed/unsigned weights) of each encoder stage against its fp32 model.
 """
 
 from __future__ import annotations
@@ -94,6 +101,62 @@ def _summary(report: dict) -> dict:
     }
 
 
+SWEEP = [  # (per_channel, reduce_range, weight_type) of onnx_int8
+    (pc, rr, wt) for pc in (True, False) for rr in (False, True) for wt in ("qint8", "quint8")
+]
+
+
+def _onnx_sweep(stage: str, model_dir: Path, val, work: Path, cfg, rounds: int) -> list[dict]:
+    """Key metric and latency ÷ fp32 of every onnx_int8 setting (rounds interleaved with fp32)."""
+    from pipelines.quantize import _time_interleaved
+    from pipelines.quantize_onnx import write_onnx_variant
+    from pipelines.quantize_stages import stage_adapter
+
+    adapter = stage_adapter(stage, list(val)[: cfg.max_val_cases], batch=cfg.latency_batch)
+    loaded, metrics = {"none": adapter.load(model_dir)}, {}
+    metrics["none"] = adapter.evaluate(loaded["none"])[adapter.key_metric]
+    for per_channel, reduce_range, weight_type in SWEEP:
+        name = f"pc{int(per_channel)}-rr{int(reduce_range)}-{weight_type}"
+        folder, _ = write_onnx_variant(
+            stage, model_dir, work / name, "onnx_int8", threads=cfg.torch_threads,
+            per_channel=per_channel, reduce_range=reduce_range, weight_type=weight_type,
+        )  # fmt: skip
+        loaded[name] = adapter.load(folder)
+        metrics[name] = adapter.evaluate(loaded[name])[adapter.key_metric]
+    seconds = _time_interleaved(adapter, loaded, rounds)
+    return [
+        {"setting": name, adapter.key_metric: metrics[name],
+         "metric_change": metrics[name] - metrics["none"],
+         "speedup": seconds["none"] / seconds[name]}
+        for name in loaded
+    ]  # fmt: skip
+
+
+def _one_thread_check(stage: str, fp32_dir: Path, chosen_dir: Path, val, cfg, rounds: int):
+    """fp32 ÷ chosen latency with torch and ONNX Runtime both on ONE intra-op thread.
+
+    On a loaded 2-core box a 2-thread torch op waits at every barrier for a descheduled thread,
+    which flatters whichever runtime copes better; one thread each compares the kernels alone.
+    """
+    import torch
+
+    from pipelines.quantize import _time_interleaved
+    from pipelines.quantize_onnx import session
+    from pipelines.quantize_stages import stage_adapter
+
+    adapter = stage_adapter(stage, list(val)[: cfg.max_val_cases], batch=cfg.latency_batch)
+    loaded = {"none": adapter.load(fp32_dir), "chosen": adapter.load(chosen_dir)}
+    torch.set_num_threads(1)  # the stages' loaders set 2
+    target = loaded["chosen"].embedder if stage == "retrieve" else loaded["chosen"].classifier.model
+    if hasattr(target, "session"):  # an ONNX candidate: a new session on one thread
+        target.session = session(target.onnx_path, 1)
+    seconds = _time_interleaved(adapter, loaded, rounds)
+    torch.set_num_threads(cfg.torch_threads)
+    return {"threads": 1, "rounds": rounds, "speedup": seconds["none"] / seconds["chosen"],
+            "fp32_ms": 1000 * seconds["none"] / adapter.workload_size,
+            "chosen_ms": 1000 * seconds["chosen"] / adapter.workload_size}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
@@ -106,6 +169,15 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="reuse a stage's quantize.json from an earlier run"
     )
+    parser.add_argument("--candidates", default=None, help="override quantize.auto_candidates")
+    parser.add_argument("--rounds", type=int, default=None, help="override latency_rounds")
+    parser.add_argument(
+        "--onnx-sweep", action="store_true", help="score every onnx_int8 setting per encoder"
+    )
+    parser.add_argument(
+        "--one-thread-check", action="store_true",
+        help="encoders: also time fp32 vs the chosen method on one intra-op thread each",
+    )  # fmt: skip
     parser.add_argument(
         "--merge", type=Path, nargs="*", default=[], help="add the stages of earlier result files"
     )
@@ -133,17 +205,29 @@ def main() -> None:
     for name in stages:
         stage, _, variant = name.partition("-")
         update = {"max_val_cases": args.max_val_cases}
+        if args.candidates:
+            update["auto_candidates"] = tuple(args.candidates.split(","))
+        if args.rounds:
+            update["latency_rounds"] = args.rounds
         update |= {"method": "gptq"} if variant == "gptq" else {}
         cfg = params.quantize.model_copy(update=update)
         done = work / "quantized" / name / "quantize.json"
         if args.resume and done.is_file():  # measured by an earlier (or interrupted) run
             results[name] = _summary(json.loads(done.read_text(encoding="utf-8")))
-            continue
-        report = quantize_stage(
-            cfg, stage, models / stage, split.val, work / "quantized" / name,
-            docs=world.docs, pool=split.train,
-        )  # fmt: skip
-        results[name] = _summary(report.to_json())
+        else:
+            report = quantize_stage(
+                cfg, stage, models / stage, split.val, work / "quantized" / name,
+                docs=world.docs, pool=split.train,
+            )  # fmt: skip
+            results[name] = _summary(report.to_json())
+        if args.one_thread_check and stage in ("trigger", "topic", "retrieve"):
+            results[name]["one_thread"] = _one_thread_check(
+                stage, models / stage, work / "quantized" / name, split.val, cfg, cfg.latency_rounds
+            )
+        if args.onnx_sweep and stage in ("trigger", "topic", "retrieve"):
+            results[name]["onnx_int8_sweep"] = _onnx_sweep(
+                stage, models / stage, split.val, work / "sweep" / name, cfg, cfg.latency_rounds
+            )
         print(json.dumps({name: {k: results[name][k] for k in
                                  ("chosen", "speedup", "metric_change")}}), flush=True)  # fmt: skip
     parts = {}
@@ -170,7 +254,9 @@ def main() -> None:
         },
         "stages": results,
         "quantize_params": params.quantize.model_dump(mode="json")
-        | {"max_val_cases": args.max_val_cases},
+        | {"max_val_cases": args.max_val_cases}
+        | ({"auto_candidates": args.candidates.split(",")} if args.candidates else {})
+        | ({"latency_rounds": args.rounds} if args.rounds else {}),
         "training_overrides": SMALL_TRAINING,
         "train_seconds": train_seconds,
         "split": {

@@ -50,7 +50,7 @@ def quantize(
         None, "--pool", help="answer: cases whose replies stand in for retrieval (train set)"
     ),
     method: str | None = typer.Option(
-        None, "--method", help="override quantize.method (auto, none, bf16, …, gptq)"
+        None, "--method", help="override quantize.method (auto, none, bf16, …, onnx_int8, gptq)"
     ),
     params_file: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log to MLflow"),
@@ -60,6 +60,7 @@ def quantize(
     from pipelines.config import QuantizeConfig
     from pipelines.contract import KnowledgeDoc, LabeledCase
     from pipelines.quantize import quantize_stage
+    from pipelines.quantize_onnx import OnnxRuntimeMissing
     from pipelines.quantize_report import log_report
 
     params = params_or_exit(params_file)
@@ -73,7 +74,8 @@ def quantize(
             pool=_read(pool, LabeledCase) if pool else None,
             log=lambda line: console.print(f"[dim]{line}[/dim]"),
         )  # fmt: skip
-    except (FileNotFoundError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+    # pydantic's ValidationError is a ValueError; OnnxRuntimeMissing names `make install`
+    except (FileNotFoundError, ValueError, OnnxRuntimeMissing) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     console.print(_table(report))

@@ -1,7 +1,8 @@
 """Quantize a trained stage behind an accuracy gate: measure every candidate, keep the best.
 
 `quantize_stage` writes each candidate precision (fp32, bf16, torch int8 dynamic, quanto
-int8/int4, and GPTQ for the decoder stages when `quantize.method: gptq`) as a full stage folder,
+int8/int4; ONNX Runtime fp32 and int8 for the encoder stages; GPTQ for the decoder stages when
+`quantize.method: gptq`) as a full stage folder,
 loads it through the stage's own `load`, scores its key metric on validation and times a fixed
 workload (rounds interleaved across candidates, so a busy machine slows all of them alike).
 `choose` is the gate: with `method: auto` the fastest candidate whose key metric drops by at
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.quantize_methods import GPTQ, NONE, folder_bytes, model_bytes
+from pipelines.quantize_methods import GPTQ, NONE, ONNX_METHODS, folder_bytes, model_bytes
 from pipelines.quantize_stages import (
     StageAdapter,
     check_unquantized,
@@ -152,6 +153,14 @@ def _build(adapter: StageAdapter, src: Path, work: Path, method: str, cfg: Quant
         return src, {}
     dst = work / method
     settings: dict[str, Any] = {}
+    if method in ONNX_METHODS:
+        from pipelines.quantize_onnx import write_onnx_variant
+
+        return write_onnx_variant(
+            adapter.stage, src, dst, method, threads=cfg.torch_threads,
+            per_channel=cfg.onnx_per_channel, reduce_range=cfg.onnx_reduce_range,
+            weight_type=cfg.onnx_weight_type,
+        )  # fmt: skip
     if method == GPTQ:
         from pipelines.quantize_gptq import quantize_gptq
 
@@ -248,8 +257,8 @@ def _write_chosen(
 
 
 def _memory_bytes(stage: str, loaded: Any) -> int:
-    if stage == "retrieve":
-        return model_bytes(loaded.embedder.model)
+    if stage == "retrieve":  # an ONNX embedder is its own model (model_bytes: its graph)
+        return model_bytes(getattr(loaded.embedder, "model", loaded.embedder))
     if stage in ("trigger", "topic"):
         return model_bytes(loaded.classifier.model)
     return model_bytes(loaded.model)

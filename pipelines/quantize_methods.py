@@ -10,6 +10,8 @@ registry, the cascade and the service all run the variant that passed the accura
   fp32 safetensors (its packed weights have no safetensors form).
 - `quanto_int8` / `quanto_int4`: optimum-quanto weight-only quantization, applied at load.
 - `gptq`: a GPTQModel 4-bit checkpoint written by `quantize_gptq` (decoder stages only).
+- `onnx` / `onnx_int8`: the encoder exported to `model.onnx` in the stage folder and run in
+  ONNX Runtime, fp32 or dynamic int8 (encoder stages only; see `quantize_onnx`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 NONE = "none"
 CPU_METHODS = ("bf16", "int8_dynamic", "quanto_int8", "quanto_int4")
 GPTQ = "gptq"
-ALL_METHODS = (NONE, *CPU_METHODS, GPTQ)
+ONNX_METHODS = ("onnx", "onnx_int8")  # encoder stages only: trigger, topic, retrieve
+ALL_METHODS = (NONE, *CPU_METHODS, *ONNX_METHODS, GPTQ)
 
 
 def recorded_method(stage_info: Mapping[str, Any] | None) -> str:
@@ -45,6 +48,8 @@ def apply_method(model: Any, method: str) -> Any:
     """Return `model` (a torch module in eval mode) converted to `method`; fp32 and gptq as is."""
     import torch
 
+    if method in ONNX_METHODS:
+        raise ValueError(f"{method} is a folder's ONNX graph, not a conversion of a torch module")
     model = model.eval()
     if method in (NONE, GPTQ):
         return model
@@ -69,8 +74,14 @@ def apply_method(model: Any, method: str) -> Any:
 
 
 def model_bytes(model: Any) -> int:
-    """Bytes of the model's state (weights and buffers, as serialized) in memory."""
+    """Bytes of the model's state (weights and buffers, as serialized) in memory.
+
+    ONNX Runtime models: the size of their graph file (its initializers are the weights).
+    """
     import torch
+
+    if hasattr(model, "onnx_bytes"):
+        return int(model.onnx_bytes)
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -84,11 +95,22 @@ def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
-def load_sequence_classifier(model_dir: Path, stage_info: Mapping[str, Any] | None) -> Any:
-    """The classifier of a trigger/topic folder, in the precision its `stage.json` records."""
+def load_sequence_classifier(
+    model_dir: Path, stage_info: Mapping[str, Any] | None, *, threads: int = 2
+) -> Any:
+    """The classifier of a trigger/topic folder, in the precision its `stage.json` records.
+
+    ONNX methods give an `OnnxSequenceClassifier` (called like the torch model, `.logits`)
+    with `threads` intra-op threads.
+    """
     from transformers import AutoModelForSequenceClassification
 
     method = recorded_method(stage_info)
+    if method in ONNX_METHODS:
+        from pipelines.quantize_onnx import ONNX_FILE, OnnxSequenceClassifier
+
+        record = dict(stage_info or {}).get("quantization") or {}
+        return OnnxSequenceClassifier(Path(model_dir) / record.get("onnx_file", ONNX_FILE), threads)
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     return apply_method(model, method)
 
@@ -105,8 +127,18 @@ def load_causal_lm(model_dir: Path, stage_info: Mapping[str, Any] | None) -> Any
     return apply_method(AutoModelForCausalLM.from_pretrained(str(model_dir)), method)
 
 
-def load_stage_embedder(name: str, batch_size: int, stage_info: Mapping[str, Any] | None) -> Any:
-    """The retrieve stage's query embedder in the recorded precision (the index is unchanged)."""
+def load_stage_embedder(
+    name: str,
+    batch_size: int,
+    stage_info: Mapping[str, Any] | None,
+    *,
+    model_dir: Path | None = None,
+) -> Any:
+    """The retrieve stage's query embedder in the recorded precision (the index is unchanged).
+
+    ONNX methods read the graph from `model_dir` (the stage folder) and run it with the intra-op
+    threads recorded at quantize time (`quantize.torch_threads`).
+    """
     from pipelines.embedder import load_embedder
 
     method = recorded_method(stage_info)
@@ -114,6 +146,14 @@ def load_stage_embedder(name: str, batch_size: int, stage_info: Mapping[str, Any
         return load_embedder(name, batch_size)
     if method == GPTQ:
         raise ValueError("retrieve: GPTQ applies to decoder stages only; quantize with 'auto'")
+    if method in ONNX_METHODS:
+        from pipelines.quantize_onnx import OnnxEmbedder, onnx_threads
+
+        if model_dir is None:
+            raise ValueError(f"retrieve: {method} needs the stage folder that holds model.onnx")
+        info = dict(stage_info or {})
+        return OnnxEmbedder(name, Path(model_dir), info["quantization"], batch_size=batch_size,
+                            threads=onnx_threads(info, 2))  # fmt: skip
     return _quantized_embedder(name, batch_size, method)
 
 

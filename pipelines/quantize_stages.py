@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.contract import KnowledgeDoc, LabeledCase
-from pipelines.quantize_methods import CPU_METHODS, GPTQ, NONE, recorded_method
+from pipelines.quantize_methods import CPU_METHODS, GPTQ, NONE, ONNX_METHODS, recorded_method
 
 STAGE_FILE = "stage.json"
 KEY_METRICS = {
@@ -33,6 +33,8 @@ _WEIGHTS = {  # what the folder's weights are, for whoever reads stage.json
     "quanto_int8": "fp32 safetensors; optimum-quanto int8 weights applied at load",
     "quanto_int4": "fp32 safetensors; optimum-quanto int4 weights applied at load",
     GPTQ: "GPTQ safetensors checkpoint (GPTQModel)",
+    "onnx": "model.onnx run in ONNX Runtime (fp32); fp32 safetensors kept",
+    "onnx_int8": "model.onnx with ONNX Runtime dynamic int8 weights; fp32 safetensors kept",
 }
 
 
@@ -61,8 +63,11 @@ def read_stage_info(model_dir: Path) -> dict[str, Any]:
 
 
 def stage_methods(stage: str) -> tuple[str, ...]:
-    """The methods a stage supports: the CPU ones everywhere, GPTQ for decoders only."""
-    return (NONE, *CPU_METHODS, GPTQ) if stage in GENERATORS else (NONE, *CPU_METHODS)
+    """The methods a stage supports: the torch CPU ones everywhere, GPTQ for decoders only,
+    ONNX Runtime for the encoders only."""
+    if stage in GENERATORS:
+        return (NONE, *CPU_METHODS, GPTQ)
+    return (NONE, *CPU_METHODS, *ONNX_METHODS)
 
 
 def write_variant(stage: str, src: Path, dst: Path, method: str, record: dict[str, Any]) -> Path:

@@ -65,7 +65,8 @@ def _requirements() -> list[str]:
 
     pinned = []
     # casepilot itself is not a PyPI package: the version tags name its git commit instead
-    for package in ("mlflow", "torch", "transformers", "safetensors", "tokenizers"):
+    # onnxruntime: stage folders whose chosen quantization is onnx / onnx_int8 run in it
+    for package in ("mlflow", "torch", "transformers", "safetensors", "tokenizers", "onnxruntime"):
         try:
             pinned.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
