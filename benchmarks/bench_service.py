@@ -21,7 +21,8 @@ the latencies. Goals (issue 6): p95 ≤ 1 s at concurrency 8, champion latency s
 ≤ 1.10, batched ÷ unbatched throughput ≥ 3. Writes `benchmarks/results/service.json`.
 `--only-batching` starts just the batched and unbatched servers (shadow off) and measures the
 batching ratio at c32 (with each round's mean batch size) in a few minutes, into
-`benchmarks/results/service-batching.json`.
+`benchmarks/results/service-batching.json`. `--torch-threads N` sets `serve.torch_threads` of
+every server alike (default: ServeConfig's).
 """
 
 from __future__ import annotations
@@ -152,13 +153,20 @@ def measure(
     repeats: int,
     levels: tuple[str, ...] = tuple(LEVELS),
     configs: tuple[str, ...] = tuple(CONFIGS),
+    torch_threads: int | None = None,
 ) -> list[dict]:
     """The servers up at once; shadow on/off back to back in alternating order.
 
     `configs` without "shadow_on" (`--only-batching`) runs batched and unbatched alone, at c32.
     """
     servers = {
-        name: start_server(work, root, shadow=CONFIGS[name][0], max_batch=CONFIGS[name][1])
+        name: start_server(
+            work,
+            root,
+            shadow=CONFIGS[name][0],
+            max_batch=CONFIGS[name][1],
+            torch_threads=torch_threads,
+        )
         for name in configs
     }
     try:
@@ -270,6 +278,9 @@ def main() -> None:
         help="only the batching ratio: batched vs unbatched (shadow off) at c32 (a few minutes)",
     )
     parser.add_argument("--out", type=Path, default=None, help="default results/service.json")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="serve.torch_threads of every server"
+    )
     args = parser.parse_args()
     if args.only_batching:
         args.levels = ["c32"]
@@ -284,11 +295,11 @@ def main() -> None:
         configs = ("shadow_off", "unbatched") if args.only_batching else tuple(CONFIGS)
         rows = measure(
             work, root, traffic(models), requests=args.requests, repeats=args.repeats,
-            levels=levels, configs=configs,
+            levels=levels, configs=configs, torch_threads=args.torch_threads,
         )  # fmt: skip
     from pipelines.config import ServeConfig
 
-    serve = ServeConfig()
+    serve = ServeConfig(**({"torch_threads": args.torch_threads} if args.torch_threads else {}))
     result = {
         "goals": {"p95_ms_at_c8": 1000, "shadow_ratio_max": 1.10, "batching_gain_min": 3.0},
         **summarize(rows, levels),

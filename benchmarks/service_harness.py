@@ -51,7 +51,10 @@ def models_layout(models: Path, work: Path, *, topic_threshold: float | None = N
     return root
 
 
-def start_server(work: Path, root: Path, *, shadow: bool, max_batch: int) -> tuple:
+def start_server(
+    work: Path, root: Path, *, shadow: bool, max_batch: int, torch_threads: int | None = None
+) -> tuple:
+    """Start `bentoml serve` on a free loopback port; `torch_threads` None = params' default."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -59,6 +62,7 @@ def start_server(work: Path, root: Path, *, shadow: bool, max_batch: int) -> tup
     params = work / f"params-{shadow}-{max_batch}.yaml"
     params.write_text(
         f"serve:\n  max_batch_size: {max_batch}\n  shadow_timeout_s: 30\n  shadow:\n{shadow_yaml}"
+        + (f"  torch_threads: {torch_threads}\n" if torch_threads else "")
     )
     env = {
         **os.environ,
