@@ -100,6 +100,10 @@ def bench_env(home: Path) -> dict[str, str]:
 
     env = dict(os.environ)
     env.update(Home(home).framework_env())
+    # OpenMP threads that spin while waiting burn the shared cores: on this 2-core box with other
+    # jobs running, a MiniLM training step took 3.0 s (1.7 CPU-s) spinning vs 0.56 s (0.39 CPU-s)
+    # passive (measured 2026-12-01). Sleeping waiters change nothing on dedicated cores.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+# Before torch loads: OpenMP threads sleep instead of spinning while they wait. On a shared box
+# spinning burnt ~4x the CPU per training step (benchmarks/RESULTS.md, Banking77); override to
+# ACTIVE on a dedicated machine if you measure it faster there.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
 
 import typer
 from rich.console import Console

@@ -172,6 +172,13 @@ class ClassifierConfig(Section):
     )
     bf16: bool = Field(False, description="bf16 autocast while training (CPU AMX / GPU)")
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads on CPU")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="head input: BERT [CLS] pooler, or the normalised mean of token states"
+    )
+    head_init: Literal["random", "linear_probe"] = Field(
+        "random", description="linear_probe: head starts as a logistic regression on frozen input"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
 
 
 class TriggerConfig(ClassifierConfig):
@@ -180,6 +187,8 @@ class TriggerConfig(ClassifierConfig):
 
 class TopicConfig(ClassifierConfig):
     target_precision: float = Field(0.93, gt=0, lt=1)
+    pooling: Literal["cls", "mean"] = "mean"
+    head_init: Literal["random", "linear_probe"] = "linear_probe"
 
 
 class RetrieveConfig(Section):
@@ -257,16 +266,31 @@ class ToneConfig(GeneratorConfig):
 
 class QuantizeConfig(Section):
     method: Literal[
-        "auto", "none", "bf16", "int8_dynamic", "quanto_int8", "quanto_int4", "gptq"
+        "auto",
+        "none",
+        "bf16",
+        "int8_dynamic",
+        "quanto_int8",
+        "quanto_int4",
+        "onnx",
+        "onnx_int8",
+        "gptq",
     ] = Field("auto", description="'auto' measures the CPU candidates and keeps the best")
     max_metric_drop: float = Field(0.01, ge=0, le=1, description="in metric units (0.01 = 1 point)")
     gptq_bits: Literal[2, 3, 4, 8] = 4
     gptq_group_size: int = Field(128, ge=1, description="shrunk to divide a tiny model's widths")
-    auto_candidates: tuple[Literal["bf16", "int8_dynamic", "quanto_int8", "quanto_int4"], ...] = (
-        Field(
-            ("bf16", "int8_dynamic", "quanto_int8", "quanto_int4"),
-            description="what 'auto' measures against fp32",
-        )
+    auto_candidates: tuple[
+        Literal["bf16", "int8_dynamic", "quanto_int8", "quanto_int4", "onnx", "onnx_int8"], ...
+    ] = Field(
+        ("bf16", "int8_dynamic", "quanto_int8", "quanto_int4", "onnx", "onnx_int8"),
+        description="what 'auto' measures against fp32 (onnx*: encoder stages only)",
+    )
+    onnx_per_channel: bool = Field(True, description="onnx_int8: one weight scale per column")
+    onnx_reduce_range: bool = Field(
+        False, description="onnx_int8: 7-bit weights (only for CPUs without VNNI)"
+    )
+    onnx_weight_type: Literal["qint8", "quint8"] = Field(
+        "qint8", description="onnx_int8: signed weights (VNNI's u8×s8) or unsigned"
     )
     max_val_cases: int = Field(
         400, ge=1, description="validation cases scored per candidate (generation is slow)"

@@ -130,6 +130,60 @@ def test_topic_round_trip_predicts_calibrated_decisions(tiny_base: Path, tmp_pat
         trigger.load(out)
 
 
+def test_mean_pooled_topic_saves_its_own_type_and_loads_padded_and_quantized(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import torch
+
+    from pipelines.quantize_methods import load_sequence_classifier
+    from pipelines.stages.pooled import MODEL_TYPE
+
+    cases = _toy_cases()
+    out = topic.train(_tiny(TopicConfig, tiny_base, max_steps=4), cases, cases, tmp_path / "t")
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == MODEL_TYPE  # never silently loaded as a [CLS] classifier
+    assert {"probe_val_accuracy_C1", "probe_val_accuracy_C10"} <= set(
+        json.loads((out / "stage.json").read_text())["metrics"]
+    )
+    model = topic.load(out)
+    texts = ["refund", "why was the card declined again and again"]
+    batched = model.classifier.logits(texts, None)
+    model.classifier.batch_size = 1  # one text per batch: no padding
+    alone = model.classifier.logits(texts, None)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)  # padding is masked out of the mean
+    int8 = load_sequence_classifier(out, {"quantization": {"method": "int8_dynamic"}})
+    assert any(type(m).__module__.startswith("torch.ao") for m in int8.modules())
+    batch = model.classifier.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert int8(**batch).logits.shape == (2, 3)
+
+
+def test_linear_probe_head_starts_where_the_probe_is(tiny_base: Path) -> None:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from transformers import AutoTokenizer
+
+    from pipelines.stages.pooled import build_classifier, fit_linear_probe, head_features
+
+    cases = _toy_cases()
+    labels = topic.topic_labels(cases)
+    data = topic.examples(cases, labels)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base))
+    batch = tokenizer(list(data.texts), padding=True, return_tensors="pt")
+    for pooling in ("mean", "cls"):
+        torch.manual_seed(0)
+        model = build_classifier(str(tiny_base), labels, pooling)
+        x = head_features(model, [batch])
+        scores = fit_linear_probe(model, (x, list(data.labels)), (x, list(data.labels)), {})
+        best = max((1.0, 10.0, 100.0), key=lambda c: scores[f"probe_val_accuracy_C{c:g}"])
+        probe = LogisticRegression(C=best, max_iter=2000).fit(x.numpy(), list(data.labels))
+        with torch.no_grad():
+            logits = model.eval()(**batch).logits.numpy()
+        np.testing.assert_allclose(logits, probe.decision_function(x.numpy()), atol=1e-4)
+
+
 def test_load_names_a_folder_that_is_not_a_stage(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="casepilot train"):
         topic.load(tmp_path)

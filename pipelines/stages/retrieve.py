@@ -31,6 +31,10 @@ STAGE_FILE = "stage.json"
 VECTORS_FILE = "vectors.safetensors"
 PAYLOADS_FILE = "payloads.jsonl"
 _ID_NAMESPACE = uuid.UUID("6f1c1d1e-4a55-4c1b-9d1c-63617365706c")  # stable point ids
+# Query texts per embedder forward, sorted by length: a service batch of 32 short messages
+# padded to its longest costs as much per text as one at a time on a CPU; chunks of 8 of
+# similar length cost ~0.6 of that (benchmarks/RESULTS.md, copilot service).
+EMBED_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ class RetrieveIndex:
         if len(messages) != len(topics):
             raise ValueError(f"got {len(messages)} messages but {len(topics)} topics")
         k = k or self.cfg.top_k
-        vectors = [v.tolist() for v in self.embedder.embed(list(messages))]
+        vectors = [v.tolist() for v in embed_by_length(self.embedder, messages)]
         if is_server(self.info["location"]):  # the server's payload index makes filters cheap
             return self._query(vectors, topics, k)
         # Embedded Qdrant checks a filter point by point in Python (~50 ms CPU per query at
@@ -230,6 +234,18 @@ class RetrieveIndex:
                 reason = None
             predictions.append(RetrievePrediction(tuple(hits), best, reason is None, reason))
         return predictions
+
+
+def embed_by_length(embedder: Any, texts: Sequence[str], rows: int = EMBED_ROWS) -> np.ndarray:
+    """`embedder.embed(texts)`, run on length-sorted chunks of `rows` (little padding each)."""
+    if len(texts) <= rows:
+        return embedder.embed(list(texts))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    chunks = [
+        embedder.embed([texts[i] for i in order[start : start + rows]])
+        for start in range(0, len(order), rows)
+    ]
+    return np.concatenate(chunks)[np.argsort(order, kind="stable")]
 
 
 def _hit(point) -> Hit:
@@ -359,7 +375,9 @@ def load(
         )
     info = json.loads(stage_file.read_text(encoding="utf-8"))
     cfg = cfg or RetrieveConfig.model_validate(info["config"])
-    embedder = load_stage_embedder(info["embedder"], cfg.batch_size, info)  # recorded precision
+    embedder = load_stage_embedder(  # the recorded precision (ONNX: the graph in model_dir)
+        info["embedder"], cfg.batch_size, info, model_dir=model_dir
+    )
     if embedder.version != info["embedder_version"]:
         raise ValueError(
             f"{model_dir}: built with embedder {info['embedder_version']}, but "
