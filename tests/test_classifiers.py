@@ -17,7 +17,8 @@ import yaml
 from pipelines.config import TopicConfig, TriggerConfig
 from pipelines.contract import LabeledCase, Turn, write_jsonl
 from pipelines.stages import topic, trigger
-from pipelines.stages.classifier import build_tiny_encoder, class_weights, context_text
+from pipelines.stages.classifier import build_tiny_encoder, context_text
+from pipelines.stages.classifier_train import class_weights
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 # Fine-tuning MiniLM twice takes ~2 min on 2 idle cores; far longer on a shared, loaded box.

@@ -17,8 +17,8 @@ from pipelines.stages.classifier import (
     StageClassifier,
     context_text,
     evaluate_probabilities,
-    fine_tune,
 )
+from pipelines.stages.classifier_train import fine_tune
 
 if TYPE_CHECKING:
     from rich.console import Console
