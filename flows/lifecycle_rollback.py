@@ -23,6 +23,10 @@ from pipelines.contract import STAGES
 from pipelines.registry_store import (
     CHAMPION,
     PREVIOUS_CHAMPION,
+    PREVIOUS_TAG,
+    PROMOTED_AT,
+    RESTORED_AT,
+    ROLLED_BACK_AT,
     aliases_of,
     registered_model_name,
     registry_client,
@@ -32,9 +36,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from pipelines.config import Params
-
-PROMOTED_AT, PREVIOUS_TAG = "casepilot.promoted_at", "casepilot.previous_champion"
-RESTORED_AT, ROLLED_BACK_AT = "casepilot.restored_at", "casepilot.rolled_back_at"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flows.stack import wait_for_exec
+from pipelines.tracking import runs_mlflow_server, server_record_file
 
 if TYPE_CHECKING:
     from pipelines.config import Params
@@ -50,7 +51,7 @@ class ServerInfo:
 
 
 def pid_file(params: Params) -> Path:
-    return params.home.logs / "mlflow-server.json"
+    return server_record_file(params.home)
 
 
 def free_port(host: str = HOST) -> int:
@@ -69,25 +70,6 @@ def healthy(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_mlflow_server(pid: int) -> bool:
-    """Return True when `pid` runs `mlflow server` (a recycled pid must never be signalled)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return _alive(pid)  # no /proc: trust the pid file
-    return b"mlflow" in b" ".join(cmdline) and b"server" in cmdline
-
-
 def read_server(params: Params) -> ServerInfo | None:
     """Return the recorded server if its process still runs, else None (stale files removed)."""
     path = pid_file(params)
@@ -98,7 +80,7 @@ def read_server(params: Params) -> ServerInfo | None:
     except (json.JSONDecodeError, TypeError):
         path.unlink(missing_ok=True)
         return None
-    if not (_alive(info.pid) and _is_mlflow_server(info.pid)):
+    if not (runs_mlflow_server(info.pid)):
         path.unlink(missing_ok=True)
         return None
     return info
@@ -201,7 +183,7 @@ def wait_mlflow_server(
     """Wait until the started server answers `/health`; stop it and raise if it never does."""
     deadline = time.monotonic() + timeout_s
     for _ in range(int(timeout_s / poll_s) + 1):
-        alive = _alive(info.pid) and _is_mlflow_server(info.pid)
+        alive = runs_mlflow_server(info.pid)
         if alive and healthy(info.url):
             return info
         if not alive or time.monotonic() > deadline:

@@ -29,6 +29,8 @@ from pipelines.registry_store import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
+    PREVIOUS_TAG,
+    PROMOTED_AT,
     aliases_of,
     registered_model_name,
     registry_client,
@@ -122,8 +124,8 @@ def bootstrap_champion(
         record = {
             BOOTSTRAP: "true",
             "casepilot.promoted_by": by,
-            "casepilot.promoted_at": at,
-            "casepilot.previous_champion": "",
+            PROMOTED_AT: at,
+            PREVIOUS_TAG: "",
             **({FORCED: "true", "casepilot.forced_gate_reasons": reasons[:5000]} if forced else {}),
         }
         run_tags = {
@@ -206,7 +208,7 @@ def promote_challenger(
     run_tags = {
         "casepilot.model": name,
         "casepilot.version": version,
-        "casepilot.previous_champion": previous or "",
+        PREVIOUS_TAG: previous or "",
         "casepilot.approved_by": approval.by,
         "casepilot.approved_at": approval.at or "",
         "casepilot.promoted_by": promoted_by,
@@ -226,8 +228,8 @@ def promote_challenger(
             BOOTSTRAP: "false",
             APPROVED_AT: approval.at or at,
             "casepilot.promoted_by": promoted_by,
-            "casepilot.promoted_at": at,
-            "casepilot.previous_champion": previous or "",
+            PROMOTED_AT: at,
+            PREVIOUS_TAG: previous or "",
             "casepilot.promotion_run_id": run_id,
         },
     )

@@ -22,6 +22,9 @@ from pipelines.registry_audit import (
 from pipelines.registry_store import (
     CHAMPION,
     PREVIOUS_CHAMPION,
+    PREVIOUS_TAG,
+    RESTORED_AT,
+    ROLLED_BACK_AT,
     aliases_of,
     registered_model_name,
     registry_client,
@@ -106,7 +109,7 @@ def rollback_champion(
     )
     client.set_registered_model_alias(name, CHAMPION, target)
     # The restored version's own predecessor becomes the next rollback target, if any.
-    older = client.get_model_version(name, target).tags.get("casepilot.previous_champion", "")
+    older = client.get_model_version(name, target).tags.get(PREVIOUS_TAG, "")
     if older and older not in (current, target):
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, older)
     else:
@@ -116,7 +119,7 @@ def rollback_champion(
         name,
         current,
         {
-            "casepilot.rolled_back_at": at,
+            ROLLED_BACK_AT: at,
             "casepilot.rolled_back_by": by,
             "casepilot.rolled_back_reason": reason[:5000],
             "casepilot.rollback_run_id": run_id,
@@ -127,7 +130,7 @@ def rollback_champion(
         name,
         target,
         {
-            "casepilot.restored_at": at,
+            RESTORED_AT: at,
             "casepilot.restored_from": current,
             "casepilot.rollback_run_id": run_id,
         },

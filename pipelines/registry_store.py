@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from pipelines.config import Params
 
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-champion"
+# Version tags written by promotion and rollback, read by the automatic rollback check
+PROMOTED_AT, PREVIOUS_TAG = "casepilot.promoted_at", "casepilot.previous_champion"
+RESTORED_AT, ROLLED_BACK_AT = "casepilot.restored_at", "casepilot.rolled_back_at"
 
 
 def registry_client(params: Params) -> MlflowClient:

@@ -36,7 +36,7 @@ def server_record_file(home: Home) -> Path:
     return home.logs / "mlflow-server.json"
 
 
-def _serves(pid: int) -> bool:
+def runs_mlflow_server(pid: int) -> bool:
     """True when `pid` is alive and runs `mlflow server` (a recycled pid does not count)."""
     try:
         os.kill(pid, 0)
@@ -61,7 +61,7 @@ def running_auth_server(params: Params) -> str | None:
     if not record.get("auth") or record.get("backend_store_uri") != params.mlflow_tracking_uri:
         return None
     pid = int(record.get("pid") or 0)
-    if pid <= 0 or not _serves(pid):
+    if pid <= 0 or not runs_mlflow_server(pid):
         return None
     return f"http://{record['host']}:{record['port']}"
 
