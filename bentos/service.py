@@ -149,19 +149,11 @@ def _fault_hook() -> None:
         mode = Path(path).read_text(encoding="utf-8").strip() if Path(path).exists() else "none"
 
 
-def _model_threads(threads: int) -> None:
-    """Intra-op threads of a model thread: torch's (kept per thread) and numpy's BLAS pool.
-
-    numpy's OpenBLAS runs its own pool, as many threads as cores, whatever torch is set to: a
-    stage's 19×384 by 384×645 matrix product took 12–16 ms of CPU instead of 0.3 ms on a busy
-    2-core box, its threads spinning. The BLAS setting is process-wide, so every model thread
-    sets the same `serve.torch_threads`.
-    """
+def _torch_threads(threads: int) -> None:
+    """Set torch intra-op threads for the calling thread (OpenMP keeps that per thread)."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
-    threadpool_limits(limits=threads, user_api="blas")
 
 
 def _redacted(text: str) -> str:
@@ -207,7 +199,7 @@ class CopilotService:
             max_batch_size=cfg.max_batch_size,
             linger_ms=min(cfg.batch_linger_ms, cfg.max_latency_ms),
             name="champion",
-            initializer=functools.partial(_model_threads, cfg.torch_threads),
+            initializer=functools.partial(_torch_threads, cfg.torch_threads),
         )
         self.in_flight = InFlight()  # champion requests being served: the shadow yields to them
         self.shadow = ShadowRunner(
@@ -216,7 +208,7 @@ class CopilotService:
             timeout_s=cfg.shadow_timeout_s,
             queue_size=cfg.shadow_queue_size,
             max_batch=cfg.shadow_max_batch,
-            initializer=functools.partial(_model_threads, cfg.torch_threads),
+            initializer=functools.partial(_torch_threads, cfg.torch_threads),
             in_flight=self.in_flight,
             quiet_s=cfg.shadow_quiet_ms / 1000,
             nice=cfg.shadow_nice,
