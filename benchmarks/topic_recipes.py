@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_topic_banking77 import HELD_OUT_SEED, HELD_OUT_SHARE, VAL_SEED, VAL_SHARE
 from classifier_bench import SHARED_DATA
 from transformers import (
     AutoTokenizer,
@@ -57,8 +58,8 @@ class Data:
 
     def __init__(self) -> None:
         cases = import_banking77(SHARED_DATA / "banking77")
-        rest, held = split_cases(cases, 0.15, 13)
-        fit, val = split_cases(rest, 0.10, 14)
+        rest, held = split_cases(cases, HELD_OUT_SHARE, HELD_OUT_SEED)
+        fit, val = split_cases(rest, VAL_SHARE, VAL_SEED)
         self.labels = topic.topic_labels(fit)
         self.base = resolve_base_model("minilm")
         self.tokenizer = AutoTokenizer.from_pretrained(self.base)
@@ -100,7 +101,9 @@ class Snapshots(TrainerCallback):
         self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
-def _llrd_optimizer(model: torch.nn.Module, lr: float, decay: float) -> torch.optim.Optimizer:
+def _llrd_optimizer(
+    model: torch.nn.Module, lr: float, decay: float, weight_decay: float
+) -> torch.optim.Optimizer:
     """AdamW with lr × decay^(depth from the top) per layer; no weight decay on bias/LayerNorm."""
     n_layers = len(model.bert.encoder.layer)
     groups = []
@@ -118,7 +121,7 @@ def _llrd_optimizer(model: torch.nn.Module, lr: float, decay: float) -> torch.op
             {
                 "params": [param],
                 "lr": lr * decay ** (n_layers + 1 - depth),
-                "weight_decay": 0.0 if no_decay else 0.01,
+                "weight_decay": 0.0 if no_decay else weight_decay,
             }
         )
     return torch.optim.AdamW(groups, lr=lr)
@@ -156,7 +159,9 @@ def train(args: argparse.Namespace) -> None:
         training.save_strategy, training.eval_strategy = "no", "no"
         training.load_best_model_at_end = False
         snapshots = Snapshots()
-        optimizer = _llrd_optimizer(model, args.lr, args.llrd) if args.llrd else None
+        optimizer = (
+            _llrd_optimizer(model, args.lr, args.llrd, cfg.weight_decay) if args.llrd else None
+        )
         trainer = Trainer(
             model=model,
             args=training,
