@@ -1,27 +1,28 @@
-"""`casepilot demo`: the whole lifecycle on the embedded synthetic world, in one command.
+"""`casepilot demo`: the deployed platform runs the whole lifecycle; the demo plays the world.
 
-day-1 data → train → register → bootstrap champion → serve → synthetic traffic with agent
-feedback → drift → page (to a local webhook receiver) → automated retraining → challenger in
-shadow → promotion request → approval by a clearly named demo reviewer → promotion → summary.
+The demo starts the platform (`casepilot up` on free loopback ports) and only does what the
+outside world does: it lands labeled batches, sends customers' messages and agents' replies, and
+approves promotion requests as the `reviewer` user (announced as automated). The deployments,
+their schedules and the drift automation do every lifecycle step (flows/demo_flow.py), and the
+summary names the Prefect flow run that did each one.
 
 The run keeps all its state in its own folder, `$CASEPILOT_HOME/demo` (wiped at the start of
-each run, so a second run starts from the same clean world), and runs the `casepilot-demo`
-Prefect flow (`flows/demo_flow.py`) with the lifecycle flows as subflows. The demo profile
-(`configs/demo.yaml`) shortens training so the whole run fits ~20 minutes on 2 CPU cores.
+each run, so a second run starts from the same clean world). The demo profile
+(`configs/demo.yaml`) shortens training and compresses the schedules (minutes instead of days).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from flows.demo_params import DEMO_OVERLAY, DemoSetup, demo_setup
+from flows.demo_params import DEMO_OVERLAY, DemoSetup, deep_merge, demo_setup
+from flows.demo_platform import free_ports_overlay
 from flows.demo_summary import DemoSummary, StepResult
 from pipelines.home import Home
 
@@ -46,43 +47,23 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _prefect_settings(home: Home, api_url: str | None) -> contextlib.AbstractContextManager:
-    """Prefect's state under the demo folder, or the configured server's API."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    updates = {PREFECT_HOME: str(home.prefect)}
-    if api_url:
-        updates[PREFECT_API_URL] = api_url
-    return temporary_settings(updates=updates)
-
-
 def links(setup: DemoSetup, summary: DemoSummary) -> dict[str, str]:
-    """Where to look afterwards: the UIs (under `casepilot up`) and the evidence of the page."""
-    from flows.cli_up import prefect_api_url
-    from pipelines.registry_audit import mlflow_ui_url
-
-    params, home = setup.params, setup.params.home
-    try:
-        api, _port = prefect_api_url(params)
-    except ValueError:  # a remote Prefect server: its UI is where its API is
-        api = params.schedule.prefect_api_url or ""
+    """Where to look afterwards: `casepilot up` on the demo's state, the evidence of the page."""
+    home = setup.params.home
     out = {
         "open the UIs on this state": (
             f"CASEPILOT_HOME={home.root} casepilot up --params {setup.params_file}"
         ),
-        "Prefect UI (flow runs)": api.removesuffix("/api") + "/runs",
-        "MLflow UI (models, requests, approvals)": mlflow_ui_url(params) + "/#/models",
     }
-    monitors = [s for s in summary.steps if s.name.startswith("monitor day") and s.data]
-    if monitors:
-        evidence = monitors[-1].data["evidence_url"]
-        out["Evidently UI (drift dashboard)"] = evidence.split("/reports/")[0]
+    up = summary.find("platform up (`casepilot up`)")
+    for name, url in ((up.data.get("services") or {}) if up else {}).items():
+        out[f"{name} (during the run)"] = url
     page = summary.find("page")
     if page is not None and page.data.get("pages"):
         body = page.data["pages"][-1]
         out["evidence of the page"] = (body.get("links") or [{}])[0].get("href", "none")
-    out["pages received"] = str(home.logs / "pages.jsonl") + " (and the webhook receiver)"
-    out["service log"] = str(home.logs / "demo-service.log")
+    out["pages and notifications received"] = str(home.logs / "pages.jsonl")
+    out["platform logs"] = str(home.logs)
     return out
 
 
@@ -106,16 +87,14 @@ def run_demo(
     setup: DemoSetup | None = None
     with page_receiver() as receiver, _environment(home.framework_env()):
         pager = {"kind": "webhook", "url": receiver.url, "retries": 2, "timeout_s": 5.0}
-        setup = demo_setup(
-            params_file, overlays, home=home, overrides={"monitor": {"pager": pager}}
-        )
+        overrides = deep_merge(free_ports_overlay(), {"monitor": {"pager": pager}})
+        setup = demo_setup(params_file, overlays, home=home, overrides=overrides)
         _describe(setup, receiver.url, console)
         # imported here: Prefect reads its settings (PREFECT_HOME) from the environment on import
-        from flows.demo_flow import demo_lifecycle
+        from flows.demo_flow import drive_lifecycle
 
         try:
-            with _prefect_settings(home, setup.params.schedule.prefect_api_url):
-                demo_lifecycle(setup, summary, receiver, secrets.token_urlsafe(24))
+            drive_lifecycle(setup, summary, receiver)
         except Exception as err:  # noqa: BLE001 - reported in the summary; the CLI exits 1
             if not any(step.status == "failed" for step in summary.steps):
                 summary.steps.append(

@@ -1,51 +1,35 @@
-"""The `casepilot-demo` Prefect flow: the whole lifecycle on the synthetic world, step by step.
+"""The demo's drive of the deployed platform: the outside world acts, the platform does the rest.
 
-The lifecycle flows run as subflows (`retrain`, `monitor`, `promote` from flows/lifecycle.py), so
-the demo exercises exactly what a deployment runs; the steps between them (bootstrap, traffic,
-the shadow decision, the request and the demo reviewer's approval) are tasks over the project's
-own functions. In a deployment the `retrain-on-drift` automation starts `retrain` on the
-drift-breach event; here the demo flow starts it when the monitor reports that breach.
+The demo starts the platform exactly as an operator would (`casepilot up`: Prefect server and
+worker with the lifecycle deployments, schedules and the drift automation, MLflow with sign-in,
+the Evidently UI, the BentoML service) and then only plays the outside world: it lands labeled
+batches in the intake folder, sends customers' messages and the agents' replies to the service,
+and approves promotion requests as the `reviewer` user through MLflow's API (loudly labelled as
+automated). Every lifecycle step — training, quantizing, registering, monitoring, paging,
+retraining on drift, shadow evidence, promotion requests and notifications, promotion, reloading —
+is done by a deployment run, a schedule or the drift automation; the demo waits for it on the
+Prefect API and names the flow run that did it.
 """
 
 from __future__ import annotations
 
-import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NONE
 from rich.console import Console
 
 from flows import demo_data, demo_steps
 from flows.demo_params import DemoSetup
+from flows.demo_platform import FlowRuns, running_platform
 from flows.demo_receiver import PageReceiver
-from flows.demo_service import RunningService, copilot_service
+from flows.demo_service import ServiceClient
 from flows.demo_summary import DemoSummary
 from flows.demo_traffic import DayTraffic, send_day
-from flows.lifecycle import monitor, promote, retrain
 
-
-@task(name="traffic", cache_policy=NONE)
-def traffic_task(
-    setup: DemoSetup, service: RunningService, day: int, console: Console, label: str
-) -> DayTraffic:
-    plan = setup.plan
-    size = plan.shadow_traffic if day in setup.timeline.shadow else None
-    cases = demo_data.traffic_sample(setup.params, day, size or plan.traffic_per_day)
-    return send_day(
-        service, day, cases, concurrency=setup.plan.concurrency,
-        match_threshold=setup.params.monitor.match_threshold, console=console, label=label,
-    )  # fmt: skip
-
-
-@task(name="bootstrap-champion", cache_policy=NONE)
-def bootstrap_task(setup: DemoSetup) -> tuple[dict[str, str], list[str]]:
-    return demo_steps.bootstrap(setup.params)
-
-
-@task(name="shadow-decision", cache_policy=NONE)
-def decision_task(setup: DemoSetup, traffic: DayTraffic) -> Any:
-    return demo_steps.shadow_decision(setup.params, traffic.since, traffic.until)
+OUTSIDE = "demo (outside world)"
+REVIEWER = "demo as `reviewer` (automated)"
+FIRST_TRAINING = "train + quantize + register (scheduled retrain)"
+LATER_STEPS = ("promotion request", "promotion")
 
 
 def _traffic_line(t: DayTraffic) -> str:
@@ -55,30 +39,6 @@ def _traffic_line(t: DayTraffic) -> str:
     )
 
 
-def _monitor_day(
-    setup: DemoSetup, summary: DemoSummary, service: RunningService, day: int, label: str
-) -> dict[str, Any]:
-    """Traffic of one simulated day, then one monitoring window over it."""
-    console = summary.console or Console()
-    with summary.step(f"traffic day {day} ({label})") as step:
-        traffic = traffic_task(setup, service, day, console, label)
-        step.result, step.data = _traffic_line(traffic), {"traffic": traffic}
-    with summary.step(f"monitor day {day}") as step:
-        with console.status(f"monitor day {day}: Evidently drift and online metrics …"):
-            report = monitor(params_file=str(setup.params_file))
-        drifted = "; ".join(report["reasons"]) or "no drift"
-        step.result = (
-            f"breach={report['breach']} page={report['page']} ({report['paged']}): {drifted}; "
-            f"evidence {report['evidence_url']}"
-        )
-        step.data = report
-    return report
-
-
-DRIFT = "casepilot-drift"  # dedup key prefix of drift pages (flows/lifecycle_hooks.page_drift)
-LATER_STEPS = ("promotion request", "approval (automated demo reviewer)", "promotion")
-
-
 def _not_reached(summary: DemoSummary, why: str) -> None:
     """Record the promotion steps as skipped, with why, so the summary never hides them."""
     for name in LATER_STEPS:
@@ -86,114 +46,191 @@ def _not_reached(summary: DemoSummary, why: str) -> None:
             step.skip(f"not run: {why}")
 
 
-@flow(name="casepilot-demo", validate_parameters=False, log_prints=False)
-def demo_lifecycle(
-    setup: DemoSetup, summary: DemoSummary, receiver: PageReceiver, api_key: str
-) -> DemoSummary:
-    """day-1 data → train → register → bootstrap → serve → traffic → drift → page → retrain →
-    shadow → decision → request → demo approval → promote → reload."""
-    params, timeline, plan = setup.params, setup.timeline, setup.plan
-    params_file = str(setup.params_file)
-    console = summary.console or Console()
+def _land(setup: DemoSetup, days: tuple[int, ...]) -> str:
+    names = demo_data.deliver_days(setup.params, days)
+    return f"{', '.join(names)} → {setup.params.data.source.path}/ (the intake source)"
 
+
+class Drive:
+    """One demo run against a running platform: the waits, the outside world's actions."""
+
+    def __init__(
+        self, setup: DemoSetup, summary: DemoSummary, receiver: PageReceiver, platform: Any
+    ) -> None:
+        self.setup, self.summary, self.receiver = setup, summary, receiver
+        self.params = setup.params
+        self.console = summary.console or Console()
+        self.runs = FlowRuns(platform.prefect_api)
+        self.service = ServiceClient.for_platform(self.params)
+        self.timeouts = setup.plan
+
+    def traffic(self, day: int, label: str) -> DayTraffic:
+        """One simulated day of customers and agents; the day's labels land afterwards."""
+        plan = self.setup.plan
+        size = plan.shadow_traffic if day in self.setup.timeline.shadow else None
+        cases = demo_data.traffic_sample(self.params, day, size or plan.traffic_per_day)
+        with self.summary.step(f"traffic day {day} ({label})") as step:
+            traffic = send_day(
+                self.service, day, cases, concurrency=plan.concurrency,
+                match_threshold=self.params.monitor.match_threshold, console=self.console,
+                label=label,
+            )  # fmt: skip
+            landed = _land(self.setup, (day,))
+            step.result, step.by = f"{_traffic_line(traffic)}; labels {landed}", OUTSIDE
+            step.data = {"traffic": traffic}
+        return traffic
+
+    def monitor_after(self, since: datetime, name: str) -> dict[str, Any]:
+        """The first scheduled `monitor` run after `since`, once finished."""
+        with self.summary.step(name) as step:
+            run = self.runs.wait_finished(
+                "monitor", since=since, timeout_s=self.timeouts.wait_s, started_by="schedule"
+            )
+            step.result, step.by = run.message or "completed", run.line
+            step.data = {"run": run, "breach": "breach=True" in run.message}
+        return step.data
+
+    def retrain(self, since: datetime, name: str, started_by: str) -> dict[str, Any]:
+        with self.summary.step(name) as step:
+            run = self.runs.wait_finished(
+                "retrain", since=since, timeout_s=self.timeouts.retrain_wait_s,
+                started_by=started_by,
+            )  # fmt: skip
+            registered = demo_steps.challengers(self.params)
+            step.result = run.message or ("challengers: " + demo_steps.versions_line(registered))
+            step.by, step.data = run.line, {"run": run, "registered": registered}
+        return step.data
+
+    def requests_and_approval(self, expected: dict[str, str]) -> list[Any]:
+        """Wait for the platform's decision on each challenger (a promotion request with a
+        notification to the reviewers, or a rejection with its reason), then approve each
+        request as the `reviewer` user — the outside world's only registry action."""
+        with self.summary.step("promotion request") as step:
+            decided = demo_steps.wait_for_decisions(self.params, expected, self.timeouts.wait_s)
+            requests = [d for d in decided if d.requested]
+            notes = demo_steps.notifications(self.receiver.received())
+            step.result = "; ".join(d.line for d in decided) + f"; {len(notes)} notification(s)"
+            step.by = ", ".join(sorted({d.requested_by for d in decided}))
+            step.data = {"decisions": decided, "notifications": notes}
+            if not requests:
+                step.skip(step.result + " — nothing to approve")
+                return []
+        with self.summary.step("approval (automated demo reviewer)") as step:
+            approvals = demo_steps.approve_as_reviewer(
+                self.params, requests, self.setup.plan.reviewer, self.console
+            )
+            step.result = "; ".join(a.line for a in approvals) + " — NOT a human review"
+            step.by, step.data = REVIEWER, {"approvals": approvals}
+        return requests
+
+    def promotion(self, since: datetime, requests: list[Any]) -> dict[str, str]:
+        with self.summary.step("promotion") as step:
+            served = demo_steps.wait_for_champions(
+                self.params, {r.stage: r.version for r in requests}, self.timeouts.wait_s
+            )
+            run = demo_steps.promote_run(self.runs, since)
+            step.result = ", ".join(f"{s} → v{v}" for s, v in served.items())
+            step.by, step.data = (run.line if run else "promote deployment"), {"champion": served}
+        return served
+
+    def serving(self, expected: dict[str, str], name: str) -> dict[str, Any]:
+        """Light traffic until the service answers with the expected champion versions."""
+        with self.summary.step(name) as step:
+            switch = self.service.wait_for_versions(expected, self.timeouts.wait_s)
+            step.result = (
+                f"serving {switch.versions} after {switch.seconds:.0f} s; "
+                f"{switch.requests} requests during the switch, {switch.failed} failed"
+            )
+            step.by = "BentoML service (registry alias poll, no restart)"
+            step.data = {"champion": switch.versions, "failed": switch.failed}
+        return step.data
+
+
+def drive_lifecycle(setup: DemoSetup, summary: DemoSummary, receiver: PageReceiver) -> DemoSummary:
+    """land data → (platform: train → request) → approve → (platform: promote → serve) → traffic
+    → (platform: monitor → drift → page → retrain → shadow → request + notify) → approve →
+    (platform: promote → reload)."""
+    params, timeline = setup.params, setup.timeline
     with summary.step("synthetic world") as step:
-        world = demo_data.synthesize_world(params, console)
+        world = demo_data.synthesize_world(params, summary.console or Console())
         step.result = (
             f"{world.cases:,} cases over {len(world.per_day)} days, {world.topics} topics, "
             f"drift from day {world.drift_day}"
         )
-    days = ", ".join(map(str, timeline.train))
-    with summary.step(f"train champion on day(s) {days}") as step:
-        demo_data.deliver_days(params, timeline.train)
-        registered = retrain(params_file=params_file, stages=None)
-        step.result = "registered " + demo_steps.registered_line(registered)
-        step.data = {"registered": registered}
-    with summary.step("bootstrap champion") as step:
-        champion, forced = bootstrap_task(setup)
-        step.result = ", ".join(f"{s} v{v}" for s, v in champion.items())
-        if forced:
-            step.result += f" (forced past failed offline gates: {', '.join(forced)})"
-        step.data = {"champion": champion, "forced": forced}
-
-    with contextlib.ExitStack() as running:
-        with summary.step("serve") as step:
-            service = running.enter_context(
-                copilot_service(params, setup.params_file, api_key, console)
-            )
-            models = service.reload()
-            step.result = f"{service.url}: champion {models['champion']}"
-        breaches: list[int] = []
-        for day in (*timeline.normal, *timeline.drift):
-            label = "after drift" if day in timeline.drift else "normal"
-            if _monitor_day(setup, summary, service, day, label)["breach"]:
-                breaches.append(day)
-
-        with summary.step("page") as step:
-            pages = [p for p in receiver.received() if p.get("dedup_key", "").startswith(DRIFT)]
-            if pages:
-                last = pages[-1]
-                link = (last.get("links") or [{}])[0].get("href", "no link")
-                step.result = f"{len(pages)} page(s) at {receiver.url}: {last['summary'][:160]} "
-                step.result += f"— evidence {link}"
-                step.data = {"pages": pages}
-            else:
-                step.skip(f"nothing paged: the monitor did not see {params.monitor.breach_n} of "
-                          f"{params.monitor.breach_m} windows breach")  # fmt: skip
-        if not breaches:
-            _not_reached(summary, "no monitoring window breached: nothing to retrain for")
-            return summary
-        with summary.step("automated retraining") as step:
-            labels = tuple(d for d in (*timeline.normal, *timeline.drift))
-            demo_data.deliver_days(params, labels)
-            registered = retrain(params_file=params_file, stages=list(plan.retrain_stages))
-            step.result = (
-                f"on drift breach (day {breaches[0]}), with labels of days "
-                f"{labels[0]}-{labels[-1]}: " + demo_steps.registered_line(registered)
-            )
-            step.data = {"registered": registered}
-        challengers = [s for s, info in registered.items() if info["challenger"]]
-        if not challengers:
-            with summary.step("challenger in shadow") as step:
-                step.skip("no retrained stage passed its offline gates: nothing to shadow")
-            _not_reached(summary, "no challenger")
-            return summary
-        with summary.step("challenger in shadow") as step:
-            models = service.reload()
-            if not models["shadow"]:
-                raise RuntimeError(f"the service runs no shadow after reload: {models}")
-            step.result = f"shadow {models['shadow']} beside champion {models['champion']}"
-            step.data = {"shadow": models["shadow"]}
-        traffic_day = timeline.shadow[0]
-        with summary.step(f"traffic day {traffic_day} (shadow)") as step:
-            traffic = traffic_task(setup, service, traffic_day, console, "shadow")
-            step.result = _traffic_line(traffic)
-        with summary.step("promotion decision") as step:
-            decision = decision_task(setup, traffic)
-            step.result, step.data = demo_steps.decision_line(decision), decision.as_dict()
-        if not decision.promote:
-            _not_reached(summary, "the shadow decision keeps the champion")
-            return summary
-        with summary.step("promotion request") as step:
-            requests = demo_steps.request_promotions(params, challengers, decision)
-            step.result = ", ".join(f"{r.name} v{r.version} ({r.link})" for r in requests)
-            step.data = {"requests": requests}
-        with summary.step("approval (automated demo reviewer)") as step:
-            approvals = demo_steps.approve_as_demo_reviewer(
-                params, challengers, plan.reviewer, console
-            )
-            step.result = (
-                f"approved by '{approvals[0].by}' at {approvals[0].at} — NOT a human review"
-            )
-            step.data = {"approvals": approvals}
-        with summary.step("promotion") as step:
-            outcomes = promote(params_file=params_file)
-            step.result = ", ".join(
-                f"{s}: {o['status']} v{o.get('version', '?')} (was v{o.get('previous', '?')})"
-                for s, o in outcomes.items()
-            )
-            step.data = {"outcomes": outcomes}
-        with summary.step("service reload") as step:
-            models = service.reload()
-            step.result = f"now serving champion {models['champion']}"
-            step.data = {"champion": models["champion"]}
+        step.by = OUTSIDE
+    with summary.step(f"labeled data of day(s) {timeline.train[0]}-{timeline.train[-1]}") as step:
+        step.result, step.by = _land(setup, timeline.train), OUTSIDE
+    started = datetime.now(UTC)
+    with running_platform(params, setup.params_file) as platform:
+        with summary.step("platform up (`casepilot up`)") as step:
+            step.result, step.by = platform.line, "casepilot up"
+            step.data = {"services": platform.urls}
+        drive = Drive(setup, summary, receiver, platform)
+        first = drive.retrain(
+            started, "train + quantize + register (scheduled retrain)", "schedule"
+        )
+        requests = drive.requests_and_approval(first["registered"])
+        if not requests:
+            raise RuntimeError("no first champion was requested: nothing can be served")
+        champion = drive.promotion(started, requests)
+        drive.serving(champion, "serve the first champion")
+        try:
+            _drift_to_promotion(drive, summary)
+        finally:
+            _record_runs(drive, summary)
     return summary
+
+
+def _record_runs(drive: Drive, summary: DemoSummary) -> None:
+    """Every flow run on the platform's Prefect server, and who started it."""
+    with summary.step("flow runs on the platform") as step:
+        runs = drive.runs.every_run()
+        counts: dict[str, int] = {}
+        for run in runs:
+            key = f"{run.flow}/{run.deployment} by {run.started_by.split(' ')[0]}"
+            counts[key] = counts.get(key, 0) + 1
+        step.result = ", ".join(f"{n}× {key}" for key, n in sorted(counts.items()))
+        step.by, step.data = "Prefect API", {"runs": runs}
+
+
+def _drift_to_promotion(drive: Drive, summary: DemoSummary) -> None:
+    """Normal and drifted days with their monitor runs; then retrain, shadow and promotion."""
+    timeline = drive.setup.timeline
+    drift_started = None
+    for day in (*timeline.normal, *timeline.drift):
+        label = "after drift" if day in timeline.drift else "normal"
+        traffic = drive.traffic(day, label)
+        drift_started = drift_started or (traffic.since if day in timeline.drift else None)
+        drive.monitor_after(traffic.until, f"monitor day {day}")
+    with summary.step("page") as step:
+        pages = demo_steps.drift_pages(drive.receiver.received())
+        if not pages:
+            step.skip("nothing paged: the monitor did not see enough drifted windows")
+        else:
+            step.result, step.data = (
+                demo_steps.page_line(pages[-1], drive.receiver.url),
+                {"pages": pages},
+            )
+            step.by = "monitor deployment run (N-of-M rule)"
+    if not pages:
+        _not_reached(summary, "no page: nothing to retrain for")
+        return
+    retrained = drive.retrain(
+        drift_started or datetime.now(UTC), "automated retraining (drift automation)", "automation"
+    )
+    if not retrained["registered"]:
+        _not_reached(summary, "no retrained stage passed its offline gates")
+        return
+    shadow_day = timeline.shadow[0]
+    with summary.step("challenger in shadow") as step:
+        shadowing = drive.service.wait_for_shadow(retrained["registered"], drive.timeouts.wait_s)
+        step.result, step.by = f"shadow {shadowing}", "BentoML service (registry alias poll)"
+    since = datetime.now(UTC)
+    drive.traffic(shadow_day, "shadow")
+    requests = drive.requests_and_approval(retrained["registered"])
+    if not requests:
+        with summary.step("promotion") as step:
+            step.skip("the platform rejected every challenger: the champion stays")
+        return
+    champion = drive.promotion(since, requests)
+    drive.serving(champion, "service reload")

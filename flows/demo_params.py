@@ -39,6 +39,12 @@ class DemoPlan(BaseModel):
     retrain_stages: tuple[str, ...] = ("trigger", "topic", "retrieve")
     concurrency: int = Field(8, ge=1, le=64, description="parallel agents sending traffic")
     reviewer: str = Field(DEMO_REVIEWER, min_length=1)
+    wait_s: float = Field(
+        600.0, gt=0, description="longest wait for one platform step (a monitor run, a request)"
+    )
+    retrain_wait_s: float = Field(
+        1800.0, gt=0, description="longest wait for one retrain run (training on 2 cores)"
+    )
 
 
 @dataclass(frozen=True)

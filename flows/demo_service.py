@@ -1,120 +1,93 @@
-"""The demo's copilot service: `bentoml serve` (the `casepilot serve` command line) as a subprocess.
+"""The demo's view of the copilot service `casepilot up` started: an HTTP client, nothing more.
 
-It binds 127.0.0.1 on a free port, reads the demo's params file, loads `champion` and shadows
-`challenger` from the MLflow registry, and is always stopped (its whole process group) when the
-demo ends, also on failure. Its embedded Qdrant folder is its own (`serve-qdrant`): an embedded
-Qdrant folder is locked by one process, and the demo process builds indexes while it serves.
+Agents' tools call `POST /suggest` and `POST /feedback` (with the platform's API key, read from
+the secrets file `casepilot up` wrote). The demo never restarts or reloads the service: it waits
+until the service's own registry poll serves the versions the platform promoted, sending light
+traffic meanwhile and counting any request that failed during the switch.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 
 from pipelines.config import Params
 
-READY_TIMEOUT_S = 600.0  # loading five stages on a busy 2-core machine
-STOP_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 120.0
+PROBE = {"case_id": "demo-switch-probe", "message": "How do I pause payouts?", "context": []}
+
+
+@dataclass(frozen=True)
+class Switch:
+    """What light traffic saw while waiting for a model switch."""
+
+    versions: dict[str, str]
+    seconds: float
+    requests: int
+    failed: int
 
 
 @dataclass
-class RunningService:
-    """A started service: its URL, API key, process and log file."""
+class ServiceClient:
+    """The running service's URL and API key."""
 
     url: str
     api_key: str
-    process: subprocess.Popen
-    log: Path
+
+    @classmethod
+    def for_platform(cls, params: Params) -> ServiceClient:
+        from flows.platform_secrets import service_api_key
+
+        return cls(f"http://127.0.0.1:{params.serve.port}", service_api_key(params.home))
 
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key}
 
-    def admin(self, route: str, payload: dict[str, Any] | None = None, timeout: float = 600) -> Any:
-        """POST an admin route with the API key; returns the JSON answer."""
+    def models(self) -> dict[str, Any]:
+        """Which versions the service runs (`/admin/reload` without force changes nothing unless
+        the registry moved, which the service's own poll would pick up anyway)."""
         response = httpx.post(
-            f"{self.url}/admin/{route}", json=payload or {}, headers=self.headers(), timeout=timeout
+            f"{self.url}/admin/reload", json={"force": False}, headers=self.headers(), timeout=600
         )
         response.raise_for_status()
         return response.json()
 
-    def reload(self) -> dict[str, Any]:
-        """Re-resolve `champion`/`challenger` now; the answer lists the versions serving."""
-        return self.admin("reload", {"force": False})
+    def wait_for_versions(self, expected: dict[str, str], timeout_s: float) -> Switch:
+        """Send one request per poll until the answers come from `expected` {stage: version}."""
+        from flows.demo_platform import POLL_S
 
-    def flush(self) -> dict[str, Any]:
-        """Wait until every request so far is shadowed and written to the prediction log."""
-        return self.admin("flush", {"timeout_s": 300})
+        started, requests, failed, seen_ok = time.monotonic(), 0, 0, False
+        with httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client:
+            while True:
+                requests += 1
+                try:
+                    answer = client.post(f"{self.url}/suggest", json=PROBE)
+                except httpx.TransportError:
+                    answer = None
+                if answer is None or answer.status_code != 200:
+                    failed += int(seen_ok)  # a 503 before the first load is "not ready yet"
+                else:
+                    seen_ok = True
+                    served = answer.json()["suggestion"].get("versions") or {}
+                    if all(served.get(s, "").endswith(f"/{v}") for s, v in expected.items()):
+                        return Switch(served, time.monotonic() - started, requests, failed)
+                if time.monotonic() - started > timeout_s:
+                    raise TimeoutError(
+                        f"the service at {self.url} did not serve {expected} within "
+                        f"{timeout_s:.0f} s (last answer: {answer.text[:300] if answer else None})"
+                    )
+                time.sleep(POLL_S)
 
-    def tail(self, chars: int = 3000) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
+    def wait_for_shadow(self, expected: dict[str, str], timeout_s: float) -> dict[str, str]:
+        """The shadow cascade's versions once they include `expected` {stage: version}."""
+        from flows.demo_platform import wait_until
 
+        def shadowing() -> dict[str, str] | None:
+            shadow = self.models().get("shadow") or {}
+            ok = all(shadow.get(s, "").endswith(f"/{v}") for s, v in expected.items())
+            return shadow if ok else None
 
-def _wait_ready(service: RunningService, console: Console) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    with console.status(f"starting the copilot service on {service.url} (loading models) …"):
-        while True:
-            if service.process.poll() is not None:
-                raise RuntimeError(f"the service exited while starting:\n{service.tail()}")
-            try:
-                if httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the service was not ready in {READY_TIMEOUT_S:.0f} s:\n{service.tail()}"
-                )
-            time.sleep(1.0)  # poll interval of a bounded wait for readiness
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
-@contextmanager
-def copilot_service(
-    params: Params, params_file: Path, api_key: str, console: Console
-) -> Iterator[RunningService]:
-    """Start the service, wait until its models are loaded, yield it, and always stop it."""
-    from flows.cli_serve import serve_command
-    from flows.services import free_port
-
-    port = free_port()
-    command, env = serve_command(
-        "127.0.0.1", port, params_file=params_file, models_alias="champion",
-        shadow_alias="challenger", models_dir=None,
-    )  # fmt: skip
-    env = {
-        **env,
-        **params.home.framework_env(),
-        params.serve.api_key_env: api_key,
-        "CASEPILOT_QDRANT_LOCATION": str(params.home.root / "serve-qdrant"),
-    }
-    log = params.home.logs / "demo-service.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        service = RunningService(f"http://127.0.0.1:{port}", api_key, process, log)
-        try:
-            _wait_ready(service, console)
-            yield service
-        finally:
-            _stop(process)
+        return wait_until(f"the service to shadow {expected}", shadowing, timeout_s)

@@ -1,99 +1,171 @@
-"""The demo's lifecycle steps that are not lifecycle flows: bootstrap, traffic, decision, approval.
+"""What the demo reads and does as the outside world: registry reads, pages, the reviewer.
 
-Each function does one step with the project's own functions and returns the line the summary
-shows plus the data a test checks. The lifecycle flows themselves (`retrain`, `monitor`,
-`promote`) are called as subflows by `flows/demo_flow.py`.
+Nothing here decides anything of the lifecycle. The reads wait (bounded) for what the deployed
+platform did — challengers registered, promotion requests and rejections recorded, champions
+moved — and the one registry action is the reviewer's approval, made as the `reviewer` user
+through MLflow's API and announced as automated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
 
 from pipelines.config import Params
+from pipelines.contract import STAGES
 
-BOOTSTRAPPED_BY = "casepilot demo (bootstrap of the first champion)"
-
-
-def registered_line(registered: dict[str, Any]) -> str:
-    """`trigger v1 (challenger), topic v1 (gate failed: …)` from the retrain flow's result."""
-    parts = []
-    for stage, info in registered.items():
-        note = (
-            "challenger"
-            if info["challenger"]
-            else "gate failed: " + "; ".join(info["gate_reasons"])
-        )
-        parts.append(f"{stage} v{info['version']} ({note})")
-    return ", ".join(parts)
+DRIFT = "casepilot-drift"  # dedup key prefix of drift pages (flows/lifecycle_hooks.page_drift)
 
 
-def bootstrap(params: Params) -> tuple[dict[str, str], list[str]]:
-    """Give every stage its first champion (recorded as a bootstrap): (stage -> version, forced).
+@dataclass(frozen=True)
+class Decision:
+    """The platform's decision on one stage's challenger, as recorded on its MLflow version."""
 
-    The demo trains on one synthetic day, so a stage can miss its offline gates; the demo still
-    needs a full cascade to serve, so it bootstraps with `force=True` — recorded as forced on
-    the version and in the audit run — and names the forced stages (`casepilot promote
-    --bootstrap` refuses such a version unless `--force`).
-    """
-    from pipelines.registry_promote import bootstrap_champion
+    stage: str
+    name: str
+    version: str
+    requested: bool
+    reason: str
+    link: str
+    requested_by: str
 
-    outcomes = bootstrap_champion(params, by=BOOTSTRAPPED_BY, force=True)
-    missing = [o.stage for o in outcomes if o.version is None]
-    if missing:
-        raise RuntimeError(f"no version registered for {', '.join(missing)}: cannot serve")
-    versions = {o.stage: o.version for o in outcomes if o.version is not None}
-    return versions, [o.stage for o in outcomes if o.forced]
-
-
-def shadow_decision(params: Params, since: Any, until: Any) -> Any:
-    """The promotion decision on the shadow traffic logged in [since, until)."""
-    from monitoring.prediction_log import PredictionLog
-    from monitoring.promotion import decide_promotion, shadow_stats_from_window
-
-    log = PredictionLog.from_url(params.prediction_log_url)
-    try:
-        window = log.window(since=since, until=until)
-    finally:
-        log.close()
-    champion, challenger = shadow_stats_from_window(window, params.monitor.match_threshold)
-    return decide_promotion(champion, challenger, {}, params.promote)
+    @property
+    def line(self) -> str:
+        what = "promotion requested" if self.requested else f"rejected ({self.reason})"
+        return f"{self.name} v{self.version}: {what}"
 
 
-def decision_line(decision: Any) -> str:
-    verdict = "promote" if decision.promote else "keep the champion"
-    return (
-        f"{verdict}: challenger match rate {decision.challenger_match_rate:.3f} vs champion "
-        f"{decision.champion_match_rate:.3f} on {decision.cases} paired cases "
-        f"(McNemar p={decision.p_value:.2g}); " + "; ".join(decision.reasons)
+def _aliases(params: Params) -> dict[str, dict[str, str]]:
+    from pipelines.registry_store import aliases_of, registered_model_name, registry_client
+
+    client = registry_client(params)
+    out = {}
+    for stage in STAGES:
+        try:
+            out[stage] = aliases_of(client, registered_model_name(params, stage))
+        except Exception:  # noqa: BLE001 - a stage not registered yet has no aliases
+            out[stage] = {}
+    return out
+
+
+def challengers(params: Params) -> dict[str, str]:
+    """{stage: version} of every `challenger` that is not also the champion."""
+    out = {}
+    for stage, aliases in _aliases(params).items():
+        challenger = aliases.get("challenger")
+        if challenger and challenger != aliases.get("champion"):
+            out[stage] = challenger
+    return out
+
+
+def versions_line(versions: Mapping[str, str]) -> str:
+    return ", ".join(f"{s} v{v}" for s, v in versions.items()) or "none"
+
+
+def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision]:
+    """The recorded decision (request or rejection) on each expected {stage: version}."""
+    from pipelines.approval import LINK, REJECTED, REQUESTED, REQUESTED_BY
+    from pipelines.registry_store import registered_model_name, registry_client
+
+    client = registry_client(params)
+    found = {}
+    for stage, version in expected.items():
+        name = registered_model_name(params, stage)
+        tags = client.get_model_version(name, version).tags
+        if tags.get(REQUESTED) == "true" or tags.get(REJECTED):
+            found[stage] = Decision(
+                stage, name, version, tags.get(REQUESTED) == "true", tags.get(REJECTED, ""),
+                tags.get(LINK, ""), tags.get(REQUESTED_BY, "the platform"),
+            )  # fmt: skip
+    return found
+
+
+def wait_for_decisions(
+    params: Params, expected: Mapping[str, str], timeout_s: float
+) -> list[Decision]:
+    """Wait until the platform decided on every expected challenger; its decisions."""
+    from flows.demo_platform import wait_until
+
+    def all_decided() -> list[Decision] | None:
+        found = decisions(params, expected)
+        return list(found.values()) if len(found) == len(expected) else None
+
+    return wait_until(
+        f"the platform's promotion decision on {versions_line(expected)}", all_decided, timeout_s
     )
 
 
-def request_promotions(params: Params, stages: Sequence[str], decision: Any) -> list[Any]:
-    """Record the promotion request with its evidence on each stage's challenger version."""
-    from pipelines.approval import request_promotion
+def notifications(received: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reviewers' notifications among what the webhook receiver got."""
+    from monitoring.notify import REVIEW_KIND
 
-    return [request_promotion(params, stage, decision) for stage in stages]
+    return [body for body in received if body.get("kind") == REVIEW_KIND]
 
 
-def approve_as_demo_reviewer(
-    params: Params, stages: Sequence[str], reviewer: str, console: Console
-) -> list[Any]:
-    """Approve each requested challenger as the named demo reviewer — and say so loudly."""
-    from pipelines.approval import approve_version
+def drift_pages(received: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in received if str(p.get("dedup_key", "")).startswith(DRIFT)]
+
+
+def page_line(page: dict[str, Any], receiver_url: str) -> str:
+    link = (page.get("links") or [{}])[0].get("href", "no link")
+    return f"page at {receiver_url}: {page.get('summary', '')[:160]} — evidence {link}"
+
+
+@dataclass(frozen=True)
+class ReviewerApproval:
+    stage: str
+    version: str
+    by: str
+    at: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.stage} v{self.version} approved by '{self.by}'"
+
+
+def approve_as_reviewer(
+    params: Params, requests: Sequence[Decision], note: str, console: Console
+) -> list[ReviewerApproval]:
+    """Approve each requested version as the `reviewer` user — and say so loudly."""
+    from pipelines.approval import approve_request
 
     console.print(
         Panel.fit(
-            f"[bold]AUTOMATED DEMO APPROVAL[/bold]\n"
-            f"The demo now approves {', '.join(stages)} as the reviewer\n"
-            f"[bold]{reviewer}[/bold] by setting the tag `{params.promote.approval_tag}` on each "
-            "challenger version.\nIn production a person does this in the MLflow UI "
-            "(basic-auth: only reviewers may).",
+            "[bold]AUTOMATED DEMO APPROVAL[/bold]\n"
+            f"The demo now approves {versions_line({r.stage: r.version for r in requests})} "
+            "signed in to MLflow as the `reviewer` user.\n"
+            "In production a reviewer does this (README, 'Promotion and approval').",
             border_style="yellow",
             title="not a human review",
         )
     )
-    return [approve_version(params, stage, reviewer) for stage in stages]
+    approvals = []
+    for request in requests:
+        approval = approve_request(params, request.stage, request.version, note=note)
+        approvals.append(ReviewerApproval(request.stage, request.version, approval.by, approval.at))
+    return approvals
+
+
+def wait_for_champions(
+    params: Params, expected: Mapping[str, str], timeout_s: float
+) -> dict[str, str]:
+    """Wait until `champion` points at the expected {stage: version}."""
+    from flows.demo_platform import wait_until
+
+    def moved() -> dict[str, str] | None:
+        aliases = _aliases(params)
+        ok = all(aliases[s].get("champion") == v for s, v in expected.items())
+        return dict(expected) if ok else None
+
+    return wait_until(f"champion to move to {versions_line(expected)}", moved, timeout_s)
+
+
+def promote_run(runs: Any, since: datetime) -> Any:
+    """The promote deployment run that promoted something after `since` (None if not found)."""
+    promoted = [r for r in runs.runs("promote", since=since) if "promoted" in r.message]
+    return promoted[-1] if promoted else None

@@ -28,6 +28,7 @@ class StepResult:
     result: str
     seconds: float
     data: dict[str, Any] = field(default_factory=dict)
+    by: str = ""  # who did it: a Prefect flow run of a deployment, or the outside world
 
 
 @dataclass
@@ -37,6 +38,7 @@ class StepHandle:
     result: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    by: str = ""
 
     def skip(self, why: str) -> None:
         self.result, self.skipped = why, True
@@ -67,12 +69,15 @@ class DemoSummary:
                     f"{type(err).__name__}: {err}"[:300],
                     time.perf_counter() - started,
                     handle.data,
+                    handle.by,
                 )  # fmt: skip
             )
             raise
         status: Status = "skipped" if handle.skipped else "done"
         self.steps.append(
-            StepResult(name, status, handle.result, time.perf_counter() - started, handle.data)
+            StepResult(
+                name, status, handle.result, time.perf_counter() - started, handle.data, handle.by
+            )
         )
         if self.console is not None:
             self.console.print(f"[{STYLE[status]}]{name}: {status}[/] — {handle.result}")
@@ -87,16 +92,17 @@ class DemoSummary:
 
     def table(self) -> Table:
         table = Table(title="casepilot demo — summary", show_lines=True)
-        for column in ("step", "status", "result", "wall time"):
+        for column in ("step", "status", "result", "done by", "wall time"):
             table.add_column(column, overflow="fold")
         for step in self.steps:
             table.add_row(
                 step.name,
                 f"[{STYLE[step.status]}]{step.status}[/]",
                 step.result,
+                step.by,
                 f"{step.seconds:.0f} s",
             )
-        table.add_row("total", "", "", f"{self.seconds:.0f} s")
+        table.add_row("total", "", "", "", f"{self.seconds:.0f} s")
         return table
 
     def links_table(self) -> Table:

@@ -18,7 +18,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flows.demo_service import RunningService
+from flows.demo_service import ServiceClient
 from monitoring.promotion import suggestion_matches
 from pipelines.contract import LabeledCase
 
@@ -41,7 +41,7 @@ class DayTraffic:
 
 
 def _one_case(
-    client: httpx.Client, service: RunningService, case: LabeledCase, match_threshold: float
+    client: httpx.Client, service: ServiceClient, case: LabeledCase, match_threshold: float
 ) -> tuple[bool, bool, bool, bool]:
     """Send one case and its feedback; returns (ok, suggested, feedback stored, used)."""
     body = {
@@ -65,7 +65,7 @@ def _one_case(
 
 
 def send_day(
-    service: RunningService,
+    service: ServiceClient,
     day: int,
     cases: Sequence[LabeledCase],
     *,
@@ -74,7 +74,7 @@ def send_day(
     console: Console,
     label: str = "traffic",
 ) -> DayTraffic:
-    """Send a day's cases with their feedback; flush the service so the log holds every record."""
+    """Send a day's cases with their feedback, as agents' tools would."""
     started, since = time.perf_counter(), datetime.now(UTC)
     counts = [0, 0, 0, 0, 0]  # ok, suggested, feedback, used, failed
     columns = (
@@ -98,7 +98,6 @@ def send_day(
             for i, flag in enumerate((ok, suggested, stored, used, not ok)):
                 counts[i] += int(flag)
             progress.update(task, advance=1, note=f"{counts[1]} suggested, {counts[3]} used")
-    service.flush()
     return DayTraffic(
         day, since, datetime.now(UTC), counts[0], counts[1], counts[2], counts[3], counts[4],
         time.perf_counter() - started,
