@@ -81,6 +81,8 @@ class RunInfo:
     state: str
     message: str
     created: datetime
+    started: datetime | None
+    ended: datetime | None
 
     @property
     def line(self) -> str:
@@ -174,7 +176,7 @@ class FlowRuns:
         return RunInfo(
             str(run.id), run.name, flow_name, self._deployments[deployment], started_by,
             state.type.value if state else "PENDING", (state.message or "") if state else "",
-            run.created,
+            run.created, run.start_time, run.end_time,
         )  # fmt: skip
 
     def _automation_name(self, client: Any, key: str) -> str:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +39,8 @@ def _handler(receiver: PageReceiver) -> type[BaseHTTPRequestHandler]:
                 self.send_response(400)
                 self.end_headers()
                 return
+            if isinstance(body, dict):  # when it arrived: the demo's latency figures use it
+                body.setdefault("received_at", datetime.now(UTC).isoformat())
             with receiver.lock:
                 receiver.pages.append(body)
             self.send_response(202)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich.console import Console
@@ -29,6 +30,7 @@ class StepResult:
     seconds: float
     data: dict[str, Any] = field(default_factory=dict)
     by: str = ""  # who did it: a Prefect flow run of a deployment, or the outside world
+    ended_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
