@@ -34,18 +34,6 @@ FLAKY_RETRIES, RETRIES = 3, 1
 # ---------------------------------------------------------------- retrain
 
 
-def check_stages(stages: list[str] | None) -> list[str]:
-    """The cascade stages to retrain, in cascade order; unknown names fail with the known ones."""
-    from pipelines.contract import STAGES
-
-    if not stages:
-        return list(STAGES)
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    return [stage for stage in STAGES if stage in stages]
-
-
 @task(
     name="dvc-stage", task_run_name="{stage}", retries=RETRIES, retry_delay_seconds=10,
     cache_policy=NONE,  # DVC decides what is up to date, not a Prefect cache
@@ -78,7 +66,7 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
     in this run (the MLflow version, whether it passed the gates and became `challenger`, why
     not, the registered folder); `ran`/`up_to_date` name the DVC stages.
     """
-    from pipelines.dvc_run import model_stage_of, plan, registration
+    from pipelines.dvc_run import check_stages, model_stage_of, plan, registration
     from pipelines.dvc_workspace import dvc_workspace
 
     params = load_flow_params(params_file)

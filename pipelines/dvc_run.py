@@ -41,6 +41,16 @@ def model_stage_of(dvc_stage: str) -> str | None:
     return suffix if "_" in dvc_stage and suffix in STAGES else None
 
 
+def check_stages(stages: list[str] | None) -> list[str]:
+    """The cascade stages to retrain, in cascade order; unknown names fail with the known ones."""
+    if not stages:
+        return list(STAGES)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    return [stage for stage in STAGES if stage in stages]
+
+
 def plan(workspace: DvcWorkspace, stages: Sequence[str] = STAGES) -> list[str]:
     """The DVC stages to reproduce for `stages`, dependencies first.
 
@@ -52,7 +62,7 @@ def plan(workspace: DvcWorkspace, stages: Sequence[str] = STAGES) -> list[str]:
 
     with Repo(str(workspace.root)) as repo:
         graph = repo.index.graph  # edges: stage → the stages it depends on
-        names = {node: node.addressing for node in graph.nodes}
+        names = {node: node.name for node in graph.nodes}
         order = [names[node] for node in reversed(list(nx.topological_sort(graph)))]
         upstream = {names[n]: {names[d] for d in nx.descendants(graph, n)} for n in graph.nodes}
 
