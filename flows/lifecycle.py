@@ -46,7 +46,7 @@ def dvc_stage_task(workspace: Any, stage: str) -> Any:
     done = run_stage(workspace, stage, logger.info)
     if not done.ran:
         return Completed(name="Skipped", message="up to date (DVC)", data=False)
-    return True
+    return done.seconds
 
 
 def _stage_task(stage: str) -> Any:
@@ -62,9 +62,10 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
     are selected) and every `*_<stage>` DVC stage of the selected stages, dependencies first.
     Returns `{"registered": {stage: {"version", "challenger", "gate_reasons", "name",
     "model_dir", "quantization", "data_version"}}, "ran": [...], "up_to_date": [...],
-    "data_version", "workspace"}`: `registered` holds the stages whose `register_<stage>` ran
-    in this run (the MLflow version, whether it passed the gates and became `challenger`, why
-    not, the registered folder); `ran`/`up_to_date` name the DVC stages.
+    "seconds": {dvc stage: s}, "data_version", "workspace"}`: `registered` holds the stages whose
+    `register_<stage>` ran in this run (the MLflow version, whether it passed the gates and
+    became `challenger`, why not, the registered folder); `ran`/`up_to_date` name the DVC stages
+    (in order), `seconds` the wall time of those that ran.
     """
     from pipelines.dvc_run import check_stages, model_stage_of, plan, registration
     from pipelines.dvc_workspace import dvc_workspace
@@ -74,21 +75,25 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
     workspace = dvc_workspace(params_file, params.home)
     logger = get_run_logger()
     logger.info("DVC workspace %s (params %s)", workspace.root, workspace.params_file)
-    ran, up_to_date = [], []
+    seconds, up_to_date = {}, []
     for stage in plan(workspace, selected):
-        ran_it = _stage_task(stage)(workspace, stage) is True  # else the Skipped state
-        (ran if ran_it else up_to_date).append(stage)
+        outcome = _stage_task(stage)(workspace, stage)  # seconds, or the Skipped state
+        if isinstance(outcome, float):
+            seconds[stage] = round(outcome, 1)
+        else:
+            up_to_date.append(stage)
     registered = {
         model_stage_of(name): registration(workspace, model_stage_of(name))
-        for name in ran
+        for name in seconds
         if name.startswith("register_")
     }
     for stage, info in registered.items():
         logger.info("%s: %s", stage, info)
     return {
         "registered": registered,
-        "ran": ran,
+        "ran": list(seconds),
         "up_to_date": up_to_date,
+        "seconds": seconds,
         "data_version": workspace.data_version(),
         "workspace": str(workspace.root),
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class StageRun:
     stage: str
     ran: bool
     output: str
+    seconds: float
 
 
 def model_stage_of(dvc_stage: str) -> str | None:
@@ -85,6 +87,7 @@ def run_stage(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines: list[str] = []
+    started = time.perf_counter()
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -99,7 +102,7 @@ def run_stage(
     if code != 0:
         tail = "\n".join(lines[-40:])
         raise RuntimeError(f"DVC stage {stage!r} failed (exit {code}) in {workspace.root}:\n{tail}")
-    return StageRun(stage, ran=RAN in output, output=output)
+    return StageRun(stage, RAN in output, output, time.perf_counter() - started)
 
 
 def record_path(workspace: DvcWorkspace, stage: str) -> Path:
