@@ -105,7 +105,7 @@ def demo_lifecycle(
     days = ", ".join(map(str, timeline.train))
     with summary.step(f"train champion on day(s) {days}") as step:
         demo_data.deliver_days(params, timeline.train)
-        registered = retrain(params_file=params_file, stages=None)
+        registered = retrain(params_file=params_file, stages=None)["registered"]
         step.result = "registered " + demo_steps.registered_line(registered)
         step.data = {"registered": registered}
     with summary.step("bootstrap champion") as step:
@@ -145,7 +145,8 @@ def demo_lifecycle(
         with summary.step("automated retraining") as step:
             labels = tuple(d for d in (*timeline.normal, *timeline.drift))
             demo_data.deliver_days(params, labels)
-            registered = retrain(params_file=params_file, stages=list(plan.retrain_stages))
+            stages = list(plan.retrain_stages)
+            registered = retrain(params_file=params_file, stages=stages)["registered"]
             step.result = (
                 f"on drift breach (day {breaches[0]}), with labels of days "
                 f"{labels[0]}-{labels[-1]}: " + demo_steps.registered_line(registered)
