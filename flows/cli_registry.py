@@ -67,22 +67,27 @@ def register(
 
     params = _params(params_file)
     values = _read_metrics(metrics, model)
+    lock = Path("dvc.lock")  # the workspace's, where `dvc repro` runs this stage
     lineage = stage_lineage(
         params,
         stage,
-        data_version=data_version or dvc_data_version() or UNKNOWN,
+        data_version=data_version or (dvc_data_version(lock) if lock.is_file() else None)
+        or UNKNOWN,
         model_dir=model,
         quantization=quantization,
     )
     try:
-        registered = register_stage(params, stage, model, metrics=values, lineage=lineage)
+        registered = register_stage(
+            params, stage, model, metrics=values, lineage=lineage,
+            lock_file=lock if lock.is_file() else None,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
         payload = {**asdict(registered), "tracking_uri": params.mlflow_tracking_uri,
-                   "lineage": lineage.tags()}  # fmt: skip
+                   "model_dir": str(model.resolve()), "lineage": lineage.tags()}  # fmt: skip
         record.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     table = Table(title=f"{registered.name} v{registered.version}")
     table.add_column("field")

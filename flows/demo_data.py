@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flows.lifecycle_steps import knowledge_path
 from pipelines.config import Params
 from pipelines.contract import LabeledCase, read_jsonl
 
@@ -45,7 +44,7 @@ def synthesize_world(params: Params, console: Console) -> WorldSummary:
     summary = write_world(world, world_dir(params))
     # beside the accepted data, where intake (taxonomy) and retraining (help docs) look
     shutil.copyfile(world_dir(params) / "taxonomy.json", params.home.data / "taxonomy.json")
-    shutil.copyfile(world_dir(params) / "docs.jsonl", knowledge_path(params))
+    shutil.copyfile(world_dir(params) / "docs.jsonl", params.home.data / "docs.jsonl")
     return summary
 
 

@@ -1,25 +1,23 @@
 """The lifecycle on Prefect: `retrain`, `monitor`, `promote` and `rollback` flows.
 
-Each flow is a short list of named steps over `pipelines/` and `monitoring/` (the step
-functions live in `flows/lifecycle_steps.py`), takes the path of `params.yaml`, and reports a
-failed or crashed run to the alert channel (`flows/lifecycle_hooks.report_failure`).
-
-Resuming: every expensive `retrain` task persists its result under
-`CASEPILOT_HOME/prefect/results` with a cache key made of the stage's params, the split and the
-data version. A run that was killed (or failed on a registry hiccup) and is started again finds
-the finished stages `Cached` and redoes only what is missing; new data or a changed
-`params.yaml` section changes the key, so exactly the changed stages train again.
+`retrain` executes dvc.yaml (the one definition of how data becomes registered models) in the
+home's DVC workspace (pipelines/dvc_workspace.py): each DVC stage is a Prefect task, run with
+`dvc repro --single-item`, so DVC decides what is up to date, the stage's output goes to the
+run's log and its state is in the Prefect UI. A stage DVC finds up to date ends `Skipped`.
+A killed run started again redoes only what DVC finds missing or changed. The other flows are
+short lists of steps over `pipelines/` and `monitoring/`. Every flow takes the path of
+`params.yaml` and reports a failed or crashed run to the alert channel
+(`flows/lifecycle_hooks.report_failure`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Failed
+from prefect.cache_policies import NONE
+from prefect.states import Completed, Failed
 
-from flows import lifecycle_steps as steps
 from flows.lifecycle_hooks import (
     emit_drift_breach,
     load_flow_params,
@@ -29,142 +27,76 @@ from flows.lifecycle_hooks import (
 from pipelines.config import Params
 
 HOOKS: dict[str, Any] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
+# stages that talk to something remote (a SQL source, the registry) get more retries
+FLAKY_RETRIES, RETRIES = 3, 1
 
 
-def _by_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Cache key of a retrain step: the task's name and the `key` it was given."""
-    return f"{context.task.name}-{parameters['key']}"
+# ---------------------------------------------------------------- retrain
 
 
-def result_storage(params: Params) -> Any:
-    """A saved local-file-system block at CASEPILOT_HOME/prefect/results (one per home).
+@task(
+    name="dvc-stage", task_run_name="{stage}", retries=RETRIES, retry_delay_seconds=10,
+    cache_policy=NONE,  # DVC decides what is up to date, not a Prefect cache
+)  # fmt: skip
+def dvc_stage_task(workspace: Any, stage: str) -> Any:
+    """Reproduce one DVC stage; `Skipped` (Completed) when DVC finds it up to date."""
+    from pipelines.dvc_run import run_stage
 
-    Prefect 3 wants result storage saved server-side, so a run on another process (a worker)
-    finds the same results; the block's name carries a hash of the folder.
-    """
-    import hashlib
-
-    from prefect.filesystems import LocalFileSystem
-
-    folder = str(params.home.prefect / "results")
-    name = "casepilot-results-" + hashlib.sha256(folder.encode()).hexdigest()[:12]
-    storage = LocalFileSystem(basepath=folder)
-    storage.save(name, overwrite=True)
-    return storage
+    logger = get_run_logger()
+    done = run_stage(workspace, stage, logger.info)
+    if not done.ran:
+        return Completed(name="Skipped", message="up to date (DVC)", data=False)
+    return done.seconds
 
 
-def _persisted(task_fn: Any, storage: Any) -> Any:
-    """The task with results persisted in `storage` and cached by its name and `key`."""
-    return task_fn.with_options(persist_result=True, result_storage=storage, cache_key_fn=_by_key)
-
-
-# ---------------------------------------------------------------- retrain tasks
-
-
-@task(name="intake", retries=2, retry_delay_seconds=10)
-def intake_task(params: Params) -> dict[str, Any]:
-    """Pull and validate new batches (a SQL source can fail transiently: retried)."""
-    from pipelines.intake.run import run_intake
-
-    report = run_intake(params)
-    states = [outcome.state for outcome in report.outcomes]
-    return {
-        "pulled": len(report.pulled),
-        "accepted": states.count("accepted"),
-        "quarantined": states.count("quarantined"),
-        "unreadable": report.unreadable,
-    }
-
-
-@task(name="dataset-version")
-def dataset_task(params: Params) -> str:
-    """Check there is enough accepted data to train on; return its version."""
-    return steps.load_training_data(params).version
-
-
-@task(name="train")
-def train_task(params: Params, stage: str, key: str, version: str) -> str:
-    data = _data(params, version)
-    out = steps.model_dir_for(params, stage, key)
-    return str(steps.train_stage(params, stage, data, out))
-
-
-@task(name="quantize")
-def quantize_task(params: Params, stage: str, key: str, model_dir: str, version: str) -> list[str]:
-    out = steps.model_dir_for(params, stage, key).with_name(f"{key}-quantized")
-    folder, method = steps.quantize_stage(
-        params, stage, Path(model_dir), _data(params, version), out
-    )
-    return [str(folder), method]
-
-
-@task(name="evaluate")
-def evaluate_task(
-    params: Params, stage: str, key: str, model_dir: str, version: str
-) -> dict[str, float]:
-    return steps.evaluate_stage(params, stage, Path(model_dir), _data(params, version))
-
-
-@task(name="register-challenger", retries=3, retry_delay_seconds=[5, 20, 60])
-def register_task(
-    params: Params, stage: str, key: str, model_dir: str, metrics: dict[str, float],
-    version: str, quantization: str,
-) -> dict[str, Any]:  # fmt: skip
-    """Register in MLflow (a remote registry can fail transiently: retried)."""
-    registered = steps.register_challenger(
-        params, stage, Path(model_dir), metrics, data_version=version, quantization=quantization
-    )
-    return {
-        "version": registered.version,
-        "challenger": registered.gate.passed,
-        "gate_reasons": list(registered.gate.reasons),
-        "name": registered.name,
-        "model_dir": model_dir,
-        "quantization": quantization,
-    }
-
-
-def _data(params: Params, version: str) -> steps.TrainingData:
-    data = steps.load_training_data(params)
-    if data.version != version:
-        raise RuntimeError(
-            f"the accepted data changed during this run ({version} -> {data.version}); "
-            "run retrain again to train on the new version"
-        )
-    return data
+def _stage_task(stage: str) -> Any:
+    flaky = stage == "intake" or stage.startswith("register_")
+    return dvc_stage_task.with_options(retries=FLAKY_RETRIES if flaky else RETRIES)
 
 
 @flow(name="retrain", **HOOKS)
 def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -> dict[str, Any]:
-    """Intake → validate → train changed stages → quantize → evaluate → register challenger.
+    """Reproduce dvc.yaml for `stages` (default all five) in the home's DVC workspace.
 
-    `stages` limits retraining to these stages (default: all five, in cascade order). Returns,
-    per stage, `{"version", "challenger", "gate_reasons", "name", "model_dir", "quantization"}`:
-    the MLflow model version registered, whether it passed the gates (and became `challenger`),
-    why not, and the (quantized) folder that was registered. A stage whose
-    params section and data did not change since its last run comes back from the persisted
-    results (`Cached`) without training or registering again.
+    Runs the shared stages (synth, intake, validate, split, and evaluate_cascade when all five
+    are selected) and every `*_<stage>` DVC stage of the selected stages, dependencies first.
+    Returns `{"registered": {stage: {"version", "challenger", "gate_reasons", "name",
+    "model_dir", "quantization", "data_version"}}, "ran": [...], "up_to_date": [...],
+    "seconds": {dvc stage: s}, "data_version", "workspace"}`: `registered` holds the stages whose
+    `register_<stage>` ran in this run (the MLflow version, whether it passed the gates and
+    became `challenger`, why not, the registered folder); `ran`/`up_to_date` name the DVC stages
+    (in order), `seconds` the wall time of those that ran.
     """
+    from pipelines.dvc_run import check_stages, model_stage_of, plan, registration
+    from pipelines.dvc_workspace import dvc_workspace
+
     params = load_flow_params(params_file)
-    selected = steps.check_stages(stages)
+    selected = check_stages(stages)
+    workspace = dvc_workspace(params_file, params.home)
     logger = get_run_logger()
-    logger.info("intake: %s", intake_task(params))
-    version = dataset_task(params)
-    storage = result_storage(params)
-    train, quantize, evaluate, register = (
-        _persisted(t, storage) for t in (train_task, quantize_task, evaluate_task, register_task)
-    )
-    registered = {}
-    for stage in selected:
-        key = steps.stage_key(params, stage, version)
-        model_dir = train(params, stage, key, version)
-        after = steps.downstream_key(params, stage, key)
-        folder, method = quantize(params, stage, after, model_dir, version)
-        metrics = evaluate(params, stage, after, folder, version)
-        registry = steps.registry_key(params, after)
-        registered[stage] = register(params, stage, registry, folder, metrics, version, method)
-        logger.info("%s: %s", stage, registered[stage])
-    return registered
+    logger.info("DVC workspace %s (params %s)", workspace.root, workspace.params_file)
+    seconds, up_to_date = {}, []
+    for stage in plan(workspace, selected):
+        outcome = _stage_task(stage)(workspace, stage)  # seconds, or the Skipped state
+        if isinstance(outcome, float):
+            seconds[stage] = round(outcome, 1)
+        else:
+            up_to_date.append(stage)
+    registered = {
+        model_stage_of(name): registration(workspace, model_stage_of(name))
+        for name in seconds
+        if name.startswith("register_")
+    }
+    for stage, info in registered.items():
+        logger.info("%s: %s", stage, info)
+    return {
+        "registered": registered,
+        "ran": list(seconds),
+        "up_to_date": up_to_date,
+        "seconds": seconds,
+        "data_version": workspace.data_version(),
+        "workspace": str(workspace.root),
+    }
 
 
 # ---------------------------------------------------------------- monitor

@@ -196,7 +196,9 @@ class RetrieveConfig(Section):
         "minilm", description="'minilm' (packaged) or a sentence-transformers path"
     )
     qdrant_location: str | None = Field(
-        None, description="Qdrant URL (server) or null for embedded files under CASEPILOT_HOME"
+        None,
+        description="Qdrant server URL (scale-out), or null: each process restores the index "
+        "from its stage folder into an in-process Qdrant (no shared folder lock)",
     )
     top_k: int = Field(20, ge=1, le=200)
     min_similarity: float = Field(
@@ -513,8 +515,13 @@ class Params(Section):
 
     @property
     def qdrant_location(self) -> str:
-        """A Qdrant server URL, or the embedded store's folder under CASEPILOT_HOME."""
-        return self.retrieve.qdrant_location or str(self.home.qdrant)
+        """A Qdrant server URL (or folder) when configured, else ':memory:'.
+
+        In memory, every process (a retrain's stages, the service, its shadow) restores the
+        index from its own copy of the stage folder: nothing holds a folder lock that another
+        process needs, so a retrain succeeds while the service serves.
+        """
+        return self.retrieve.qdrant_location or ":memory:"
 
     @property
     def prediction_log_url(self) -> str:

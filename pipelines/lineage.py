@@ -70,14 +70,12 @@ def git_dirty(repo: Path = REPO) -> bool:
 def dvc_data_version(lock: Path | None = None, data_path: str = ACCEPTED_DATA) -> str | None:
     """Return the DVC hash (md5) that `dvc.lock` records for the output `data_path`, or None.
 
-    Without `lock`, the `dvc.lock` of the working directory (where `dvc repro` runs the stage)
-    wins over the package checkout's.
+    Without `lock`, the `dvc.lock` of the working directory: the DVC workspace where
+    `dvc repro` runs the stage (pipelines/dvc_workspace.py). Never another home's lock.
     """
     import yaml
 
-    if lock is None:
-        here = Path.cwd() / "dvc.lock"
-        lock = here if here.is_file() else REPO / "dvc.lock"
+    lock = Path.cwd() / "dvc.lock" if lock is None else lock
     if not Path(lock).is_file():
         return None
     stages = (yaml.safe_load(Path(lock).read_text(encoding="utf-8")) or {}).get("stages", {})

@@ -122,11 +122,14 @@ def register_stage(
     *,
     metrics: Mapping[str, Any],
     lineage: Lineage,
+    lock_file: Path | None = None,
 ) -> RegisteredVersion:
     """Register `model_dir` as a new version of `casepilot-<stage>`, tagged with its lineage.
 
     The version gets `challenger` when `metrics` meet `params.register.gates[stage]`; otherwise
     no alias and the reasons in the tag `casepilot.gate_reasons`. Never touches `champion`.
+    `lock_file` (the workspace's dvc.lock) is logged on the registration run as
+    `lineage/dvc.lock`: with the git commit tag it reproduces this version (`dvc repro`).
     """
     from mlflow.entities import Metric
 
@@ -158,6 +161,8 @@ def register_stage(
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in numeric.items()])
+        if lock_file is not None and Path(lock_file).is_file():
+            client.log_artifact(run_id, str(lock_file), artifact_path="lineage")
         logged = client.create_logged_model(
             experiment_id, name=stage, source_run_id=run_id, tags=tags, model_type="casepilot-stage"
         )

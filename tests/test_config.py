@@ -93,7 +93,7 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 def test_endpoints_default_to_embedded_state_under_home(tmp_path: Path) -> None:
     params = params_from_mapping({}, home=Home(tmp_path), env={})
     assert params.mlflow_tracking_uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    assert params.qdrant_location == str(tmp_path / "qdrant")
+    assert params.qdrant_location == ":memory:"  # restored per process from the stage folder
     assert params.prediction_log_url == f"sqlite:///{tmp_path}/logs/predictions.db"
     assert params.schedule.prefect_api_url is None
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO
 
 from pipelines.home import Home
+from pipelines.lineage import dvc_data_version
 
 BIN = Path(sys.executable).parent
 MODEL_STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
@@ -33,6 +34,7 @@ GENERATOR = {
 }
 TINY_PARAMS = {
     "data": {
+        "source": {"path": "world/batches"},  # intake pulls what synth delivers
         "synth": {"days": 2, "cases_per_day": 80, "drift_from_day": None},
         # no reference checks: nothing to compare the first batches with, and no MiniLM load
         "validation": {"min_reference_cases": 1_000_000},
@@ -166,8 +168,8 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_the_changed_stage(
     repo = _make_repo(tmp_path)
     dvc = str(BIN / "dvc")
     stages = set(_run([dvc, "stage", "list", "--name-only"], repo).split())
-    assert {"synth", "intake", "validate", "split", "build_index", "evaluate_cascade"} <= stages
-    for step in ("quantize", "evaluate", "register"):
+    assert {"synth", "intake", "validate", "split", "train_retrieve", "evaluate_cascade"} <= stages
+    for step in ("train", "quantize", "evaluate", "register"):
         assert {f"{step}_{stage}" for stage in MODEL_STAGES} <= stages
 
     first = _run([dvc, "repro"], repo)
@@ -183,15 +185,18 @@ def test_dvc_repro_runs_everything_then_nothing_then_only_the_changed_stage(
     for record in records.values():
         version = client.get_model_version(record["name"], record["version"])
         assert version.tags["casepilot.params_hash"] == record["lineage"]["casepilot.params_hash"]
+        # the data version is DVC's hash of the accepted data in the clone's dvc.lock
+        assert version.tags["casepilot.data_version"] == dvc_data_version(repo / "dvc.lock")
 
-    again = _run([dvc, "repro"], repo)
-    assert _ran(again) == set() and "Data and pipelines are up to date" in again
+    again = _run([dvc, "repro"], repo)  # intake always looks for new batches; none: nothing else
+    assert _ran(again) == {"intake"} and "Stage 'validate' didn't change, skipping" in again
 
     params = json.loads((repo / "params.yaml").read_text())
     params["tone"]["learning_rate"] = 2e-3
     (repo / "params.yaml").write_text(json.dumps(params, indent=2))
     third = _run([dvc, "repro"], repo)
-    assert _ran(third) == TONE_AND_DOWNSTREAM
+    assert _ran(third) == TONE_AND_DOWNSTREAM | {"intake"}
     assert int(_record(repo, "tone")["version"]) == int(records["tone"]["version"]) + 1
     assert _record(repo, "trigger") == records["trigger"]
-    assert "Data and pipelines are up to date" in _run([dvc, "status"], repo)
+    status = _run([dvc, "status"], repo)  # only intake, which is always changed
+    assert "intake:" in status and "always changed" in status and "train_tone" not in status

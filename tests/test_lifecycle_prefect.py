@@ -1,11 +1,12 @@
-"""The lifecycle flows on real Prefect: resumable retraining, failure alerts, drift → retrain.
+"""The lifecycle flows on real Prefect: failure alerts, drift → retrain, promote and rollback.
 
-Two tests run the flows on Prefect's test harness (a temporary API and database) with a tiny
-BERT trigger. Two start `prefect server` on 127.0.0.1 with its own database: one registers the
-deployments and the automation with `casepilot schedule`, runs the real `monitor` flow on drifted
-traffic and waits for the automation to create a `retrain` run; the other runs `promote` without
-and with a reviewer's approval, then `monitor` on a prediction log where the new champion
-regressed: it rolls back by itself and pages. All are `slow` (each starts a Prefect API).
+Two tests run the flows on Prefect's test harness (a temporary API and database); retraining
+through dvc.yaml is tests/test_lifecycle_retrain.py. Two start `prefect server` on 127.0.0.1
+with its own database: one registers the deployments and the automation with `casepilot
+schedule`, runs the real `monitor` flow on drifted traffic and waits for the automation to
+create a `retrain` run; the other runs `promote` without and with a reviewer's approval, then
+`monitor` on a prediction log where the new champion regressed: it rolls back by itself and
+pages. All are `slow` (each starts a Prefect API).
 """
 
 from __future__ import annotations
@@ -60,78 +61,6 @@ def harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
-
-
-@pytest.fixture
-def tiny_trigger_params(home: Home, tmp_path: Path) -> Path:
-    """params.yaml for a tiny BERT trigger (2 steps) on 80 accepted synthetic cases."""
-    from pipelines.stages.classifier import build_tiny_encoder
-
-    cases = [case for day in _world(2).values() for case in day]
-    _accept(home, cases)
-    words = " ".join(c.message for c in cases).split()
-    base = build_tiny_encoder(tmp_path / "base", words, hidden=16, layers=1)
-    trigger = {"base_model": str(base), "max_steps": 2, "batch_size": 8, "torch_threads": 1}
-    quantize = {"method": "int8_dynamic", "latency_rounds": 1, "latency_batch": 8}
-    return _write_params(tmp_path / "params.yaml", {"trigger": trigger, "quantize": quantize})
-
-
-STEPS = ("intake", "dataset-version", "train", "quantize", "evaluate", "register-challenger")
-
-
-def _task_states(flow_run_id: Any) -> dict[str, str]:
-    """Task name (before the run suffix) → final state name, for one flow run.
-
-    Prefect 3 records task runs from their events, a moment after the flow returns: poll
-    (bounded) until every step of the retrain flow is there in a final state.
-    """
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    deadline = time.monotonic() + 30
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-            states = {run.name.rsplit("-", 1)[0]: run.state for run in runs if run.state}
-            done = set(STEPS) <= set(states) and all(s.is_final() for s in states.values())
-            if done or time.monotonic() > deadline:
-                return {name: state.name for name, state in states.items()}
-            time.sleep(0.2)
-
-
-@pytest.mark.slow
-def test_retrain_resumes_from_persisted_results_and_retrains_changed_stages(
-    harness: None, tiny_trigger_params: Path, home: Home
-) -> None:
-    from flows.lifecycle import retrain
-
-    first = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
-    assert first.is_completed(), first.message
-    registered = first.result()
-    assert set(registered) == {"trigger"} and registered["trigger"]["version"] == "1"
-    quantized = Path(registered["trigger"]["model_dir"])
-    assert (quantized / "quantize.json").is_file()  # the gate measured fp32 against int8
-    assert set(_task_states(first.state_details.flow_run_id).values()) == {"Completed"}
-    stored = list((home.prefect / "results").iterdir())
-    assert len(stored) >= 4  # train, quantize, evaluate, register results under CASEPILOT_HOME
-
-    # Run again (as after a kill): every finished stage step comes back from its stored result.
-    again = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
-    assert again.result() == registered  # no new model version was registered
-    states = _task_states(again.state_details.flow_run_id)
-    for step in ("train", "quantize", "evaluate", "register-challenger"):
-        assert states[step] == "Cached", states
-    assert states["intake"] == "Completed"  # fresh batches are always looked for
-
-    # A changed params section is a changed stage: it trains and registers anew.
-    raw = yaml.safe_load(tiny_trigger_params.read_text())
-    raw["trigger"]["learning_rate"] = 1e-4
-    tiny_trigger_params.write_text(yaml.safe_dump(raw))
-    changed = retrain(str(tiny_trigger_params), ["trigger"], return_state=True)
-    assert changed.result()["trigger"]["version"] == "2"
-    assert _task_states(changed.state_details.flow_run_id)["train"] == "Completed"
 
 
 @pytest.mark.slow  # the test harness starts a temporary Prefect server first

@@ -4,7 +4,8 @@ run_intake(params)            pull unseen batches from the source, validate and 
 load_accepted(params)         every accepted (validated, PII-redacted) LabeledCase
 list_quarantine(params)       batches held back, with the expectations they failed
 release(batch_id, params)     re-validate a fixed quarantined batch; accept it if it passes
-data_version(repo_root)       the accepted dataset's DVC hash (or a content-hash fallback)
+
+The data version is DVC's hash of the accepted folder in dvc.lock (pipelines.lineage).
 """
 
 from pipelines.intake.run import (
@@ -19,7 +20,6 @@ from pipelines.intake.run import (
 from pipelines.intake.store import (
     IntakePaths,
     QuarantinedBatch,
-    data_version,
     list_quarantine,
     load_accepted,
 )
@@ -32,7 +32,6 @@ __all__ = [
     "IntakeReport",
     "QuarantinedBatch",
     "ValidationSummary",
-    "data_version",
     "list_quarantine",
     "load_accepted",
     "process_staged",

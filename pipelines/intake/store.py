@@ -9,7 +9,6 @@ after a crash) sees a whole file or none.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from pipelines.config import Params
 from pipelines.contract import LabeledCase, read_parquet, write_parquet
@@ -131,30 +128,6 @@ def load_accepted(params: Params, accepted_dir: Path | None = None) -> list[Labe
         for path in sorted(folder.glob("*.parquet"))
         for case in read_parquet(path, LabeledCase)
     ]
-
-
-def data_version(repo_root: Path, accepted_dir: Path | None = None) -> str:
-    """The accepted dataset's version: DVC's hash from dvc.lock, else a content hash of the folder.
-
-    Returns `dvc:<md5>` when dvc.lock records the `validate` stage's accepted output, else
-    `sha256:<hex>` over the accepted files (names and bytes) — stable, but not a DVC hash;
-    `sha256:empty` when there is no accepted data at all.
-    """
-    lock = Path(repo_root) / "dvc.lock"
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
-        for out in stages.get("validate", {}).get("outs", []):
-            if Path(out.get("path", "")).name == "accepted" and out.get("md5"):
-                return f"dvc:{out['md5']}"
-    folder = accepted_dir or Path(repo_root) / ".casepilot" / "data" / "accepted"
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
-        return "sha256:empty"
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return f"sha256:{digest.hexdigest()[:32]}"
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

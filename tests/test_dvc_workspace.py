@@ -1,0 +1,85 @@
+"""The DVC workspace of a home, and the DVC stages the `retrain` flow reproduces (real DVC)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from pipelines.dvc_run import check_stages, model_stage_of, plan
+from pipelines.dvc_workspace import DVCIGNORE, dvc_workspace
+from pipelines.home import Home
+
+SHARED = ["synth", "intake", "validate", "split"]
+PER_STAGE = ("train", "quantize", "evaluate", "register")
+
+
+def test_a_home_outside_the_clone_gets_a_no_scm_workspace_of_links(
+    home: Home, tmp_path: Path
+) -> None:
+    params = tmp_path / "merged-params.yaml"
+    params.write_text("{}\n")
+    ws = dvc_workspace(params, home)
+    assert ws.root == home.root / "pipeline"
+    assert (ws.root / "dvc.yaml").resolve() == REPO / "dvc.yaml"
+    assert (ws.root / "pipelines").resolve() == REPO / "pipelines"
+    assert (ws.root / "params.yaml").resolve() == params.resolve()
+    assert (ws.root / ".casepilot").resolve() == home.root
+    assert (ws.root / ".dvcignore").read_text() == DVCIGNORE
+    assert "no_scm = True" in (ws.root / ".dvc" / "config").read_text()
+    other = tmp_path / "other-params.yaml"
+    other.write_text("{}\n")
+    assert (dvc_workspace(other, home).root / "params.yaml").resolve() == other.resolve()
+    env = ws.env({"PATH": "/usr/bin"})
+    assert env["CASEPILOT_HOME"] == str(home.root)
+    assert env["PATH"].startswith(str(Path(sys.executable).parent))
+    # DVC itself sees the pipeline there (and does not loop through .casepilot → home)
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
+        cwd=ws.root, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "train_retrieve" in listed and "register_tone" in listed
+
+
+def test_the_default_home_runs_in_the_clone_with_its_params_only(tmp_path: Path) -> None:
+    default = Home((REPO / ".casepilot").resolve())
+    ws = dvc_workspace(REPO / "params.yaml", default)
+    assert ws.root == REPO and ws.lock == REPO / "dvc.lock"
+    other = tmp_path / "params.yaml"
+    other.write_text("{}\n")
+    with pytest.raises(ValueError, match="set CASEPILOT_HOME"):
+        dvc_workspace(other, default)
+
+
+def test_bad_inputs_name_the_problem(home: Home, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        dvc_workspace(tmp_path / "missing.yaml", home)
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    (home.root / "pipeline").mkdir()
+    (home.root / "pipeline" / "dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(FileExistsError, match="not a link"):
+        dvc_workspace(params, home)
+    with pytest.raises(ValueError, match="unknown stage"):
+        check_stages(["topik"])
+
+
+def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    ws = dvc_workspace(params, home)
+    one = plan(ws, ["topic"])
+    assert one == SHARED + [f"{step}_topic" for step in PER_STAGE]
+    everything = plan(ws, check_stages(None))
+    assert everything[:4] == SHARED and len(everything) == 4 + 5 * 4 + 1
+    assert everything.index("evaluate_cascade") > max(
+        everything.index(f"quantize_{s}") for s in ("trigger", "topic", "retrieve", "answer")
+    )
+    for stage in ("trigger", "retrieve", "tone"):
+        steps = [everything.index(f"{step}_{stage}") for step in PER_STAGE]
+        assert steps == sorted(steps)
+    assert model_stage_of("train_retrieve") == "retrieve" and model_stage_of("split") is None
+    assert model_stage_of("evaluate_cascade") is None
