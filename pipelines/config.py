@@ -470,6 +470,20 @@ class ScheduleConfig(Section):
     retrain_cron: str = Field("0 3 * * *", description="cron of the `retrain` deployment")
     monitor_cron: str = Field("0 * * * *", description="cron of the `monitor` deployment")
     timezone: str = Field("UTC", description="IANA time zone the crons are read in")
+    retrain_interval_seconds: int | None = Field(
+        None, ge=1, description="when set, `retrain` runs every N seconds instead of its cron"
+    )
+    monitor_interval_seconds: int | None = Field(
+        None, ge=1, description="when set, `monitor` runs every N seconds instead of its cron"
+    )
+    promote_poll_seconds: int = Field(
+        60, ge=1, description="interval of the `promote` deployment: approved challengers are "
+        "promoted (and the service reloaded) at most this long after the approval",
+    )
+    service_url: str | None = Field(
+        None, description="the BentoML service that promote/rollback ask to reload "
+        "(POST /admin/reload); null = the one `casepilot up` started (its state file)",
+    )
 
     @model_validator(mode="after")
     def _known_timezone(self) -> ScheduleConfig:
