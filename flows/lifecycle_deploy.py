@@ -115,7 +115,9 @@ def _concurrency(flow_name: str) -> Any:
     if flow_name == "retrain":
         return 1
     if flow_name == "promote":
-        return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+        return ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+        )
     return None
 
 

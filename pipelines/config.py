@@ -458,6 +458,19 @@ class PromoteConfig(Section):
         description="MLflow UI for links in requests and pages; null = the tracking server, "
         "else `casepilot mlflow-server` on 127.0.0.1:register.server_port",
     )
+    replay_max_cases: int = Field(
+        2000,
+        ge=1,
+        description="most recent shadow cases per challenger stage that `monitor` "
+        "replays through the champion cascade with only that stage swapped in",
+    )
+    notify_urls_env: str = Field(
+        "CASEPILOT_NOTIFY_URLS",
+        min_length=1,
+        description="env var with extra apprise URLs "
+        "(space separated, e.g. mailto://...) that also get promotion requests; secrets stay "
+        "out of params.yaml",
+    )
 
 
 class ScheduleConfig(Section):
@@ -477,11 +490,14 @@ class ScheduleConfig(Section):
         None, ge=1, description="when set, `monitor` runs every N seconds instead of its cron"
     )
     promote_poll_seconds: int = Field(
-        60, ge=1, description="interval of the `promote` deployment: approved challengers are "
+        60,
+        ge=1,
+        description="interval of the `promote` deployment: approved challengers are "
         "promoted (and the service reloaded) at most this long after the approval",
     )
     service_url: str | None = Field(
-        None, description="the BentoML service that promote/rollback ask to reload "
+        None,
+        description="the BentoML service that promote/rollback ask to reload "
         "(POST /admin/reload); null = the one `casepilot up` started (its state file)",
     )
 

@@ -20,7 +20,7 @@ from prefect_server import prefect_server, process_worker
 
 pytestmark = pytest.mark.slow  # a Prefect server, a worker and a flow-run process start
 
-TICK = '''
+TICK = """
 from pathlib import Path
 from prefect import flow
 
@@ -29,7 +29,7 @@ from prefect import flow
 def tick(out: str) -> str:
     Path(out).write_text("ticked")
     return "ticked"
-'''
+"""
 
 
 @pytest.fixture(scope="module")
