@@ -88,6 +88,9 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
     except LookupError as err:  # no full champion cascade to replay against yet
         return {s: {"status": "waiting", "reason": str(err)} for s in stages}
     challengers = {s: resolve_stage(params, s, CHALLENGER) for s in stages}
+    challengers = {s: c for s, c in challengers.items() if c.version != champion[s].version}
+    if not challengers:
+        return {}
     window = _window(params, challengers)
     models, champion_texts = ReplayModels(), {}
     outcomes = {}
