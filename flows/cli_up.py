@@ -5,7 +5,10 @@ the embedded store with built-in authentication (flows/mlflow_auth.py), the Evid
 monitors' workspace and — once a champion is registered — the BentoML service. Slow starters are
 launched together and then polled (bounded deadlines), so the whole stack is up in about the time
 of the slowest. Every process is recorded in `CASEPILOT_HOME/run/services.json` (flows/stack.py);
-`down` stops exactly those groups. Running `up` again starts only what is not running.
+`down` stops exactly those groups. Running `up` again starts only what is not running. The
+service gets an API key (`CASEPILOT_API_KEY`, else generated into
+`CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/service_key.py) that the flows send when
+they ask it to reload.
 """
 
 from __future__ import annotations
@@ -177,13 +180,20 @@ def _start_bentoml(st: Stack) -> Service | None:
             "`casepilot promote --bootstrap --yes`; run `casepilot up` again)"
         )
         return None
+    from flows.service_key import api_key_file, load_or_create_api_key
+
     cfg = st.params.serve
     command, env = serve_command(HOST, cfg.port, params_file=st.params_file,
                                  models_alias="champion", shadow_alias="challenger",
                                  models_dir=None)  # fmt: skip
     url = f"http://{HOST}:{cfg.port}"
-    return st.start("bentoml", [sys.executable, *command], url, cfg.port, **{
-        k: v for k, v in env.items() if k.startswith("CASEPILOT_")})  # fmt: skip
+    # /feedback and /admin/reload need it: the env var's key, else the stored or a new one
+    env[cfg.api_key_env] = load_or_create_api_key(st.params, st.env)
+    st.status["service API key"] = (
+        f"in {api_key_file(st.params)} (0600); send it as X-API-Key to /feedback and /admin/*"
+    )
+    passed = {k: v for k, v in env.items() if k.startswith("CASEPILOT_") or k == cfg.api_key_env}
+    return st.start("bentoml", [sys.executable, *command], url, cfg.port, **passed)
 
 
 def bring_up(params: Params, params_file: Path) -> Stack:
@@ -260,7 +270,7 @@ def _print(st: Stack) -> None:
         url, pid = (service.url, str(service.pid)) if service else ("", "")
         table.add_row(name, url, pid, status)
     console.print(table)
-    for name in ("deployments", "mlflow users"):
+    for name in ("deployments", "mlflow users", "service API key"):
         if name in st.status:
             notes.append(f"{name}: {st.status[name]}")
     for note in notes:

@@ -129,10 +129,31 @@ def rollback_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]
     return check_rollbacks(params, link=link)
 
 
+@task(name="decide-challengers", retries=2, retry_delay_seconds=[5, 20])
+def decide_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
+    """Per-stage promotion evidence → request + notify, or reject (flows/lifecycle_decide.py)."""
+    from flows.lifecycle_decide import decide_challengers
+
+    return decide_challengers(params, link=link)
+
+
+@task(name="reload-service", retries=2, retry_delay_seconds=[5, 20])
+def reload_task(params: Params) -> dict[str, Any]:
+    """Ask the running service to serve the moved aliases now (flows/lifecycle_promote.py)."""
+    from flows.lifecycle_promote import reload_service
+
+    outcome = reload_service(params)
+    if outcome["status"] == "failed":
+        raise RuntimeError(f"service reload failed: {outcome['reason']}")
+    return outcome
+
+
 @flow(name="monitor", **HOOKS)
 def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     """One monitoring window: drift + online metrics → Evidently snapshot → event and page;
-    then the regression check of newly promoted champions (automatic rollback).
+    then the regression check of newly promoted champions (automatic rollback), then the
+    per-stage decision on every challenger (flows/lifecycle_decide.py: request + notify the
+    reviewers, or reject).
 
     On a drift breach it emits the Prefect event `casepilot.drift.breach` (resource
     `casepilot.monitor.<evidently_project>`, payload with the evidence URL), which the
@@ -141,8 +162,9 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     A champion whose match rate since its promotion fell `promote.rollback_drop` below its
     predecessor's (over at least `promote.rollback_min_cases` cases) is rolled back and paged,
     with the snapshot as evidence — even when the drift step failed (the run then still fails).
-    Returns `{"breach", "page", "paged", "event_id", "evidence_url", "reasons", "rollback"}`
-    (`rollback`: per stage, see `flows.lifecycle_rollback.check_rollbacks`).
+    Returns `{"breach", "page", "paged", "event_id", "evidence_url", "reasons", "rollback",
+    "promotion"}` (per stage: `flows.lifecycle_rollback.check_rollbacks`,
+    `flows.lifecycle_decide.decide_challengers`).
     """
     params = load_flow_params(params_file)
     state = monitor_task(params, return_state=True)
@@ -152,10 +174,16 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
         event_id = emit_drift_breach(params, report) if report.drift.breach else None
         paged = page_drift(params, report) if report.page else "not needed"
         logger.info("monitor: %s; page: %s", report.summary, paged)
-    rolled = rollback_task(params, report.evidence_url if report is not None else None)
+    link = report.evidence_url if report is not None else None
+    rolled = rollback_task(params, link)
     for stage, outcome in rolled.items():
         if outcome["status"] != "skipped":
             logger.info("rollback check %s: %s (%s)", stage, outcome["status"], outcome["reason"])
+    if any(o["status"] == "rolled back" for o in rolled.values()):
+        logger.info("reload after rollback: %s", reload_task(params))
+    decided = decide_task(params, link)
+    for stage, outcome in decided.items():
+        logger.info("challenger %s: %s (%s)", stage, outcome["status"], outcome.get("reason"))
     if report is None:  # the drift step failed: the run fails with its error (and alerts)
         state.result()  # re-raises it
         raise RuntimeError(f"monitor-window ended {state.name}: {state.message}")
@@ -167,6 +195,7 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
         "evidence_url": report.evidence_url,
         "reasons": list(report.drift.reasons),
         "rollback": rolled,
+        "promotion": decided,
     }
 
 
@@ -175,17 +204,26 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
 
 @flow(name="promote", **HOOKS)
 def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
-    """Move `champion` to the approved challenger of `stage` (default: every stage with one).
+    """Move `champion` to the approved challenger of `stage` (default: every stage with one),
+    then ask the running service to reload (`POST /admin/reload` with its API key).
 
-    Returns `{stage: {"status": "promoted"|"refused", ...}}`. A refusal (no approval recorded
-    on the challenger, see pipelines/registry_promote.py) makes the run Failed — so it is alerted
-    — with the same per-stage outcomes as the state's data:
+    The `promote` deployment runs this every `schedule.promote_poll_seconds` with no `stage`:
+    challengers nobody approved yet are `waiting` and the run is a quiet Completed one.
+    Returns `{stage: {"status": "promoted"|"refused"|"waiting"|"skipped", ...}}` plus
+    `"service"` (the reload's outcome) when something was promoted. Asked for one `stage`, a
+    refusal (no approval recorded on the challenger, see pipelines/registry_promote.py) makes
+    the run Failed — so it is alerted — with the same outcomes as the state's data:
     `promote(..., return_state=True).result(raise_on_failure=False)`.
     """
     from flows.lifecycle_promote import promote_stages
 
     params = load_flow_params(params_file)
     outcomes = promote_stages(params, stage)
+    logger = get_run_logger()
+    for name, outcome in outcomes.items():
+        logger.info("%s: %s %s", name, outcome["status"], outcome.get("reason", ""))
+    if any(o["status"] == "promoted" for o in outcomes.values()):
+        outcomes["service"] = reload_task(params)  # serve the new champion now, no restart
     refused = {s: o for s, o in outcomes.items() if o["status"] == "refused"}
     if refused:
         reasons = "; ".join(f"{s}: {o['reason']}" for s, o in refused.items())
@@ -197,13 +235,16 @@ def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
 def rollback(params_file: str, stage: str, reason: str) -> Any:
     """Move `champion` of `stage` back to `previous-champion`, recording `reason`, and page.
 
-    Returns `{"stage", "name", "from_version", "to_version", "reason", "audit_run_id", "page"}`
-    (`page`: the page's status). No previous champion to return to fails the run (alerted).
+    Returns `{"stage", "name", "from_version", "to_version", "reason", "audit_run_id", "page",
+    "service"}` (`page`: the page's status; `service`: the reload's outcome). No previous
+    champion to return to fails the run (alerted).
     """
     from flows.lifecycle_promote import rollback_stage
 
     params = load_flow_params(params_file)
-    return rollback_stage(params, stage, reason)
+    outcome = rollback_stage(params, stage, reason)
+    outcome["service"] = reload_task(params)  # serve the restored champion now
+    return outcome
 
 
 # `casepilot up` registers through these (flows/lifecycle_deploy.py holds them).

@@ -3,7 +3,9 @@
 - `ensure_work_pool`: the process work pool (`schedule.work_pool`) — flow runs are local
   processes started by a `prefect worker`, no Docker.
 - `register_deployments`: `retrain` (cron `schedule.retrain_cron`), `monitor` (cron
-  `schedule.monitor_cron`), `promote` and `rollback` (on demand), all in `schedule.timezone`,
+  `schedule.monitor_cron`) — each replaced by an interval when `schedule.<flow>_interval_seconds`
+  is set —, `promote` (every `schedule.promote_poll_seconds`) and `rollback` (on demand), in
+  `schedule.timezone`,
   with the code taken from this checkout (a `set_working_directory` pull step, no remote code
   store) and every flow run's state under the same CASEPILOT_HOME.
 - the automation `casepilot-retrain-on-drift`: a `casepilot.drift.breach` event from this
@@ -84,20 +86,54 @@ def ensure_work_pool(params: Params) -> str:
     return name
 
 
-def _deployment(params: Params, flow_name: str, params_file: Path) -> Any:
-    from prefect import Flow
-    from prefect.client.schemas.schedules import CronSchedule
+def flow_schedule(params: Params, flow_name: str) -> Any:
+    """The Prefect schedule of one lifecycle flow, or None for an on-demand flow.
+
+    `retrain` and `monitor` run on their crons unless `schedule.<flow>_interval_seconds` is set
+    (an interval then replaces the cron, e.g. to compress time in the demo); `promote` polls
+    every `schedule.promote_poll_seconds`; `rollback` runs on demand (and from `monitor`).
+    """
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     cfg = params.schedule
+    interval = {
+        "retrain": cfg.retrain_interval_seconds,
+        "monitor": cfg.monitor_interval_seconds,
+        "promote": cfg.promote_poll_seconds,
+    }.get(flow_name)
+    if interval is not None:
+        return IntervalSchedule(interval=timedelta(seconds=interval), timezone=cfg.timezone)
     cron = {"retrain": cfg.retrain_cron, "monitor": cfg.monitor_cron}.get(flow_name)
+    return CronSchedule(cron=cron, timezone=cfg.timezone) if cron else None
+
+
+def _concurrency(flow_name: str) -> Any:
+    """One retrain at a time (a drift storm queues one); a promote poll that finds the last one
+    still running is cancelled rather than queued, so slow polls never pile up."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    if flow_name == "retrain":
+        return 1
+    if flow_name == "promote":
+        return ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+        )
+    return None
+
+
+def _deployment(params: Params, flow_name: str, params_file: Path) -> Any:
+    from prefect import Flow
+
+    cfg = params.schedule
+    schedule = flow_schedule(params, flow_name)
     flow = Flow.from_source(source=str(REPO), entrypoint=f"flows/lifecycle.py:{flow_name}")
     return flow.to_deployment(
         name=DEPLOYMENT,
-        schedules=[CronSchedule(cron=cron, timezone=cfg.timezone)] if cron else None,
+        schedules=[schedule] if schedule is not None else None,
         parameters={"params_file": str(params_file)},
         job_variables={"env": params.home.framework_env()},
         work_pool_name=cfg.work_pool,
-        concurrency_limit=1 if flow_name == "retrain" else None,  # a drift storm queues one
+        concurrency_limit=_concurrency(flow_name),
         tags=["casepilot"],
         description=(flow.description or "").split("\n")[0],
     )

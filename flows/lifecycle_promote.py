@@ -38,8 +38,9 @@ def stages_with_challenger(params: Params) -> list[str]:
 def promote_stages(params: Params, stage: str | None) -> dict[str, dict[str, Any]]:
     """Promote the challenger of `stage` (or of every stage that has one); outcome per stage.
 
-    `status` is `promoted`, `refused` (no approved promotion request on the challenger: the
-    reason says what is missing) or `skipped` (no challenger).
+    `status` is `promoted`, `refused` (asked for this `stage` but no approved promotion request
+    on its challenger: the reason says what is missing), `waiting` (the same, found by a poll
+    over every stage: normal, nobody approved yet) or `skipped` (no challenger).
     """
     stages = [stage] if stage else stages_with_challenger(params)
     outcomes: dict[str, dict[str, Any]] = {}
@@ -47,7 +48,7 @@ def promote_stages(params: Params, stage: str | None) -> dict[str, dict[str, Any
         try:
             promotion = promote_challenger(params, name, promoted_by=_promoter())
         except PromotionRefused as err:
-            outcomes[name] = {"status": "refused", "reason": str(err)}
+            outcomes[name] = {"status": "refused" if stage else "waiting", "reason": str(err)}
         except LookupError as err:  # no challenger: nothing to do for this stage
             outcomes[name] = {"status": "skipped", "reason": str(err)}
         else:
@@ -69,3 +70,47 @@ def rollback_stage(params: Params, stage: str, reason: str) -> dict[str, Any]:
         **{k: v for k, v in dataclasses.asdict(done).items() if k != "page"},
         "page": done.page.status,
     }
+
+
+def service_url(params: Params) -> str | None:
+    """The service to reload: `schedule.service_url`, else the one `casepilot up` runs, or None."""
+    if params.schedule.service_url:
+        return params.schedule.service_url.rstrip("/")
+    from flows import stack
+
+    service = stack.read_state(params.home).get("bentoml")
+    return service.url if service is not None and stack.is_running(service) else None
+
+
+def reload_service(params: Params, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Ask the running service to re-resolve its aliases now (`POST /admin/reload`, API key).
+
+    The service builds the new cascade beside the old one and swaps one reference, so no
+    request fails during the switch (bentos/reload.py). Returns `{"status", ...}`: `reloaded`
+    (with the champion versions now served), `unchanged`, `no service` (nothing to reload; the
+    service also polls its aliases every `serve.reload_poll_s`) or `failed` with the reason.
+    """
+    import httpx
+
+    from flows.service_key import service_api_key
+
+    url = service_url(params)
+    if url is None:
+        return {"status": "no service", "reason": "no running service recorded by `casepilot up`"}
+    key = service_api_key(params)
+    if key is None:
+        return {"status": "failed", "url": url, "reason": (
+            f"no service API key: set {params.serve.api_key_env} or start the service with "
+            "`casepilot up` (it stores one under CASEPILOT_HOME/secrets)")}  # fmt: skip
+    try:
+        response = httpx.post(f"{url}/admin/reload", json={}, headers={"X-API-Key": key},
+                              timeout=timeout_s, trust_env=False)  # fmt: skip
+    except httpx.HTTPError as err:
+        return {"status": "failed", "url": url, "reason": f"{url} did not answer: {err!r}"}
+    if response.status_code != 200:
+        return {"status": "failed", "url": url,
+                "reason": f"HTTP {response.status_code}: {response.text[:200]}"}  # fmt: skip
+    body = response.json()
+    if body.get("last_error"):
+        return {"status": "failed", "url": url, "reason": body["last_error"], **body}
+    return {"status": "reloaded" if body.get("reloaded") else "unchanged", "url": url, **body}

@@ -460,6 +460,19 @@ class PromoteConfig(Section):
         description="MLflow UI for links in requests and pages; null = the tracking server, "
         "else `casepilot mlflow-server` on 127.0.0.1:register.server_port",
     )
+    replay_max_cases: int = Field(
+        2000,
+        ge=1,
+        description="most recent shadow cases per challenger stage that `monitor` "
+        "replays through the champion cascade with only that stage swapped in",
+    )
+    notify_urls_env: str = Field(
+        "CASEPILOT_NOTIFY_URLS",
+        min_length=1,
+        description="env var with extra apprise URLs "
+        "(space separated, e.g. mailto://...) that also get promotion requests; secrets stay "
+        "out of params.yaml",
+    )
 
 
 class ScheduleConfig(Section):
@@ -472,6 +485,23 @@ class ScheduleConfig(Section):
     retrain_cron: str = Field("0 3 * * *", description="cron of the `retrain` deployment")
     monitor_cron: str = Field("0 * * * *", description="cron of the `monitor` deployment")
     timezone: str = Field("UTC", description="IANA time zone the crons are read in")
+    retrain_interval_seconds: int | None = Field(
+        None, ge=1, description="when set, `retrain` runs every N seconds instead of its cron"
+    )
+    monitor_interval_seconds: int | None = Field(
+        None, ge=1, description="when set, `monitor` runs every N seconds instead of its cron"
+    )
+    promote_poll_seconds: int = Field(
+        60,
+        ge=1,
+        description="interval of the `promote` deployment: approved challengers are "
+        "promoted (and the service reloaded) at most this long after the approval",
+    )
+    service_url: str | None = Field(
+        None,
+        description="the BentoML service that promote/rollback ask to reload "
+        "(POST /admin/reload); null = the one `casepilot up` started (its state file)",
+    )
 
     @model_validator(mode="after")
     def _known_timezone(self) -> ScheduleConfig:

@@ -1,0 +1,201 @@
+"""The `monitor` flow's promotion step: per-stage evidence → a request and a notification, or a
+rejection.
+
+For every stage with a `challenger` that shadowed at least `promote.min_cases` answered cases
+(`monitoring.promotion_replay.stage_shadow_cases`), the logged messages are replayed through the
+champion cascade and through the champion cascade with only that stage swapped to its
+challenger (why: monitoring/promotion_replay.py). Models are loaded by alias from MLflow, once
+per version per run; the retrieve index is restored in memory, so the replay never touches the
+Qdrant folder the running service holds. Then either:
+
+- the decision supports promotion → `pipelines.approval.request_promotion` records the request
+  and its per-stage evidence on that version, and the reviewers get one message with the
+  evidence and the MLflow link (monitoring/notify.py: apprise, through the paging channel);
+- it does not → the version is tagged `casepilot.challenger_rejected=true` with the reasons.
+
+Idempotent: the decision's evidence hash is stored on the version (`casepilot.decision_key`). A
+rerun on the same evidence changes nothing and sends nothing; a version that already carries a
+request is not asked again (a new request would clear a reviewer's approval), only re-notified
+if the earlier message failed (`casepilot.notified_key`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from monitoring.promotion_replay import evidence_key, stage_decision, stage_shadow_cases
+from pipelines.approval import REQUESTED, request_promotion
+from pipelines.registry_audit import now_iso, set_version_tags
+from pipelines.registry_store import CHALLENGER, CHAMPION, registry_client
+
+if TYPE_CHECKING:
+    from monitoring.promotion import PromotionDecision
+    from pipelines.cascade import Cascade
+    from pipelines.config import Params
+    from pipelines.registry_resolve import ResolvedStage
+
+DECISION_KEY = "casepilot.decision_key"
+NOTIFIED_KEY = "casepilot.notified_key"
+REJECTED = "casepilot.challenger_rejected"
+REJECTED_REASONS = "casepilot.rejected_reasons"
+DECIDED_AT = "casepilot.decided_at"
+REPLAY_QDRANT = ":memory:"  # the service holds the on-disk index's lock
+
+
+class ReplayModels:
+    """Stage objects loaded by version, once per monitor run, and cascades built from them."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    def cascade(self, stages: dict[str, ResolvedStage]) -> Cascade:
+        from pipelines.cascade import Cascade
+        from pipelines.registry_model import load_stage_folder
+
+        objects = {}
+        for stage, resolved in stages.items():
+            key = (stage, resolved.version)
+            if key not in self._loaded:
+                self._loaded[key] = load_stage_folder(
+                    stage, resolved.local_dir, qdrant_location=REPLAY_QDRANT
+                )
+            objects[stage] = self._loaded[key]
+        versions = {s: f"{r.name}/{r.version}" for s, r in stages.items()}
+        return Cascade(**objects, versions=versions)
+
+
+def _texts(cascade: Cascade, messages: list[str]) -> list[str | None]:
+    return [s.text for s in cascade.suggest_batch(messages)]
+
+
+def decide_challengers(params: Params, link: str | None = None) -> dict[str, dict[str, Any]]:
+    """Decide every challenger stage; per stage `{"status", ...}`.
+
+    `status`: `requested` (request recorded, reviewers notified: `notified`), `rejected`
+    (reasons tagged), `waiting` (fewer than `promote.min_cases` shadowed cases), `unchanged`
+    (same evidence as the last run, or already requested). `link` (e.g. the monitor's Evidently
+    snapshot) goes into the notification.
+    """
+    from flows.lifecycle_promote import stages_with_challenger
+    from pipelines.registry import resolve_cascade_dirs, resolve_stage
+
+    stages = stages_with_challenger(params)
+    if not stages:
+        return {}
+    try:
+        champion = resolve_cascade_dirs(params, CHAMPION)
+    except LookupError as err:  # no full champion cascade to replay against yet
+        return {s: {"status": "waiting", "reason": str(err)} for s in stages}
+    challengers = {s: resolve_stage(params, s, CHALLENGER) for s in stages}
+    challengers = {s: c for s, c in challengers.items() if c.version != champion[s].version}
+    if not challengers:
+        return {}
+    window = _window(params, challengers)
+    models, champion_texts = ReplayModels(), {}
+    outcomes = {}
+    for stage, challenger in challengers.items():
+        ref = f"{challenger.name}/{challenger.version}"
+        rows = stage_shadow_cases(window, stage, ref, params.promote.replay_max_cases)
+        base = {"name": challenger.name, "version": challenger.version, "cases": len(rows)}
+        if len(rows) < params.promote.min_cases:
+            outcomes[stage] = {**base, "status": "waiting",
+                               "reason": f"{len(rows)} of {params.promote.min_cases} shadowed "
+                                         "cases with the agent's reply"}  # fmt: skip
+            continue
+        messages, cases = rows["message"].tolist(), rows["case_id"].tolist()
+        missing = [m for m in dict.fromkeys(messages) if m not in champion_texts]
+        if missing:
+            champion_texts.update(
+                zip(missing, _texts(models.cascade(champion), missing), strict=True)
+            )
+        swapped = models.cascade({**champion, stage: challenger})
+        decision = stage_decision(
+            stage, cases, rows["sent_reply"].tolist(),
+            [champion_texts[m] for m in messages], _texts(swapped, messages), params,
+        )  # fmt: skip
+        outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
+    return outcomes
+
+
+def _window(params: Params, challengers: dict[str, ResolvedStage]) -> Any:
+    """The prediction log since the oldest challenger version was registered."""
+    from monitoring.prediction_log import PredictionLog
+
+    client = registry_client(params)
+    created = min(
+        client.get_model_version(r.name, r.version).creation_timestamp for r in challengers.values()
+    )
+    log = PredictionLog.from_url(params.prediction_log_url)
+    try:
+        return log.window(since=datetime.fromtimestamp(created / 1000, UTC))
+    finally:
+        log.close()
+
+
+def record_decision(
+    params: Params,
+    stage: str,
+    challenger: ResolvedStage,
+    decision: PromotionDecision,
+    link: str | None = None,
+) -> dict[str, Any]:
+    """Request + notify, or tag the rejection — unless this evidence was recorded already."""
+    client = registry_client(params)
+    name, version = challenger.name, challenger.version
+    tags = client.get_model_version(name, version).tags or {}
+    key = evidence_key(stage, f"{name}/{version}", decision)
+    summary = {"key": key, "evidence": decision.as_dict()}
+    if tags.get(REQUESTED) == "true":
+        requested = tags.get(DECISION_KEY, "")
+        if tags.get(NOTIFIED_KEY) == requested:
+            return {**summary, "status": "unchanged", "reason": "promotion already requested"}
+        sent = _notify(params, stage, name, version, tags.get("casepilot.promotion_link"), link,
+                       decision)  # fmt: skip
+        if sent.status == "sent":
+            client.set_model_version_tag(name, version, NOTIFIED_KEY, requested)
+        return {**summary, "status": "requested", "notified": sent.status, "reason": sent.reason}
+    if tags.get(DECISION_KEY) == key:
+        return {**summary, "status": "unchanged", "reason": "same evidence as the last decision"}
+    if not decision.promote:
+        set_version_tags(client, name, version, {
+            REJECTED: "true", REJECTED_REASONS: "; ".join(decision.reasons)[:4900],
+            DECISION_KEY: key, DECIDED_AT: now_iso()})  # fmt: skip
+        return {**summary, "status": "rejected", "reason": "; ".join(decision.reasons)}
+    request = request_promotion(params, stage, decision, version=version)
+    set_version_tags(client, name, version, {REJECTED: "false", DECISION_KEY: key,
+                                             DECIDED_AT: request.requested_at})  # fmt: skip
+    sent = _notify(params, stage, name, version, request.link, link, decision)
+    if sent.status == "sent":
+        client.set_model_version_tag(name, version, NOTIFIED_KEY, key)
+    return {**summary, "status": "requested", "link": request.link,
+            "audit_run_id": request.audit_run_id, "notified": sent.status,
+            "reason": sent.reason}  # fmt: skip
+
+
+def _notify(
+    params: Params,
+    stage: str,
+    name: str,
+    version: str,
+    mlflow_link: str | None,
+    evidence_link: str | None,
+    decision: PromotionDecision,
+) -> Any:
+    from monitoring.notify import notify_reviewers
+
+    title = f"casepilot: review the {stage} challenger ({name} v{version})"
+    lines = [
+        f"The {stage} challenger beat the champion on {decision.cases} replayed shadow cases "
+        f"(only the {stage} stage swapped): match rate {decision.challenger_match_rate:.3f} vs "
+        f"{decision.champion_match_rate:.3f}, one-sided McNemar p={decision.p_value:.3g}.",
+        *decision.reasons,
+        f"Review and approve in MLflow: {mlflow_link}",
+        f"Approve by setting the tag `{params.promote.approval_tag}` on that version; the promote "
+        f"deployment then moves champion within {params.schedule.promote_poll_seconds} s.",
+    ]
+    if evidence_link:
+        lines.append(f"Monitoring evidence: {evidence_link}")
+    details = {"stage": stage, "model": name, "version": version, "link": mlflow_link,
+               "evidence": decision.as_dict()}  # fmt: skip
+    return notify_reviewers(params, title, "\n".join(lines), details)
