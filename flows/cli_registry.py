@@ -71,7 +71,8 @@ def register(
     lineage = stage_lineage(
         params,
         stage,
-        data_version=data_version or (dvc_data_version(lock) if lock.is_file() else None)
+        data_version=data_version
+        or (dvc_data_version(lock) if lock.is_file() else None)
         or UNKNOWN,
         model_dir=model,
         quantization=quantization,

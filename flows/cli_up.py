@@ -173,13 +173,6 @@ def _start_bentoml(st: Stack) -> Service | None:
 
     if found := st.running("bentoml"):
         return found
-    missing = _champion_missing(st.params)
-    if missing:
-        st.status["bentoml"] = (
-            f"skipped: no champion for {', '.join(missing)} yet (register, then "
-            "`casepilot promote --bootstrap --yes`; run `casepilot up` again)"
-        )
-        return None
     from flows.service_key import api_key_file, load_or_create_api_key
 
     cfg = st.params.serve
@@ -193,7 +186,14 @@ def _start_bentoml(st: Stack) -> Service | None:
         f"in {api_key_file(st.params)} (0600); send it as X-API-Key to /feedback and /admin/*"
     )
     passed = {k: v for k, v in env.items() if k.startswith("CASEPILOT_") or k == cfg.api_key_env}
-    return st.start("bentoml", [sys.executable, *command], url, cfg.port, **passed)
+    service = st.start("bentoml", [sys.executable, *command], url, cfg.port, **passed)
+    missing = _champion_missing(st.params)
+    if missing:  # it runs, not ready, and loads them once the platform promotes a champion
+        st.status["bentoml"] = (
+            f"started, waiting for a champion of {', '.join(missing)} (/readyz 503 until then; "
+            f"it polls the registry every serve.reload_poll_s={cfg.reload_poll_s:g} s)"
+        )
+    return service
 
 
 def bring_up(params: Params, params_file: Path) -> Stack:
@@ -235,7 +235,7 @@ def bring_up(params: Params, params_file: Path) -> Stack:
             where = mlflow_auth.secrets_file(params.home)
             st.status["mlflow users"] = f"admin, reviewer, promoter; passwords in {where} (0600)"
             bento = attempt("bentoml", lambda: _start_bentoml(st))
-            if isinstance(bento, Service):
+            if isinstance(bento, Service) and not _champion_missing(params):
                 ready = f"{bento.url}/readyz"
                 pending.append((bento, lambda: stack.http_ok(ready) is not None, 300))
     if isinstance(ui, Service):

@@ -39,9 +39,12 @@ class ServiceClient:
 
     @classmethod
     def for_platform(cls, params: Params) -> ServiceClient:
-        from flows.platform_secrets import service_api_key
+        from flows.service_key import service_api_key
 
-        return cls(f"http://127.0.0.1:{params.serve.port}", service_api_key(params.home))
+        key = service_api_key(params)
+        if not key:
+            raise RuntimeError("`casepilot up` stored no service API key; is the service up?")
+        return cls(f"http://127.0.0.1:{params.serve.port}", key)
 
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key}

@@ -69,7 +69,8 @@ def versions_line(versions: Mapping[str, str]) -> str:
 
 def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision]:
     """The recorded decision (request or rejection) on each expected {stage: version}."""
-    from pipelines.approval import LINK, REJECTED, REQUESTED, REQUESTED_BY
+    from flows.lifecycle_decide import DECIDED_BY, REJECTED, REJECTED_REASONS
+    from pipelines.approval import LINK, REQUESTED
     from pipelines.registry_store import registered_model_name, registry_client
 
     client = registry_client(params)
@@ -77,10 +78,11 @@ def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision
     for stage, version in expected.items():
         name = registered_model_name(params, stage)
         tags = client.get_model_version(name, version).tags
-        if tags.get(REQUESTED) == "true" or tags.get(REJECTED):
+        if tags.get(REQUESTED) == "true" or tags.get(REJECTED) == "true":
             found[stage] = Decision(
-                stage, name, version, tags.get(REQUESTED) == "true", tags.get(REJECTED, ""),
-                tags.get(LINK, ""), tags.get(REQUESTED_BY, "the platform"),
+                stage, name, version, tags.get(REQUESTED) == "true",
+                tags.get(REJECTED_REASONS, ""), tags.get(LINK, ""),
+                tags.get(DECIDED_BY, "the platform"),
             )  # fmt: skip
     return found
 
@@ -101,10 +103,8 @@ def wait_for_decisions(
 
 
 def notifications(received: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The reviewers' notifications among what the webhook receiver got."""
-    from monitoring.notify import REVIEW_KIND
-
-    return [body for body in received if body.get("kind") == REVIEW_KIND]
+    """The reviewers' notifications (apprise's JSON bodies) among what the receiver got."""
+    return [b for b in received if str(b.get("title", "")).startswith("casepilot: review the")]
 
 
 def drift_pages(received: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -104,20 +104,23 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
 
 @task(name="monitor-window")
 def monitor_task(params: Params) -> Any:
-    from monitoring.monitor import run_monitor
+    """The latest window's MonitorReport, or why it is not judged yet (a string)."""
+    from monitoring.monitor import run_monitor, unjudged_window_problem
     from monitoring.prediction_log import PredictionLog
     from pipelines.intake.store import load_accepted
 
-    reference = load_accepted(params)
-    if not reference:
-        raise ValueError(
-            "no accepted training data to compare against; run intake (`casepilot data intake`)"
-        )
     log = PredictionLog.from_url(params.prediction_log_url)
     try:
         window = log.window(limit=params.monitor.window_cases)
     finally:
         log.close()
+    if waiting := unjudged_window_problem(params, window):
+        return waiting
+    reference = load_accepted(params)
+    if not reference:
+        raise ValueError(
+            "no accepted training data to compare against; run intake (`casepilot data intake`)"
+        )
     return run_monitor(params, reference, window)
 
 
@@ -155,48 +158,77 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     per-stage decision on every challenger (flows/lifecycle_decide.py: request + notify the
     reviewers, or reject).
 
-    On a drift breach it emits the Prefect event `casepilot.drift.breach` (resource
-    `casepilot.monitor.<evidently_project>`, payload with the evidence URL), which the
-    `retrain-on-drift` automation turns into a `retrain` run; it pages on-call only when
-    `monitor.breach_n` of the last `monitor.breach_m` windows breached, the latest included.
-    A champion whose match rate since its promotion fell `promote.rollback_drop` below its
-    predecessor's (over at least `promote.rollback_min_cases` cases) is rolled back and paged,
-    with the snapshot as evidence — even when the drift step failed (the run then still fails).
-    Returns `{"breach", "page", "paged", "event_id", "evidence_url", "reasons", "rollback",
+    A window is judged once it holds `monitor.window_cases` predictions newer than the last
+    judged one (`monitoring.monitor.unjudged_window_problem`); until then the run only does the
+    rollback check and the challenger decisions. When `monitor.breach_n` of the last
+    `monitor.breach_m` windows breached, the latest included, it pages on-call and emits the
+    Prefect event `casepilot.drift.breach` (resource `casepilot.monitor.<evidently_project>`,
+    payload with the evidence URL), which the `retrain-on-drift` automation turns into a
+    `retrain` run. A champion whose match rate since its promotion fell `promote.rollback_drop`
+    below its predecessor's (over at least `promote.rollback_min_cases` cases) is rolled back and
+    paged, with the snapshot as evidence — even when the drift step failed (the run then still
+    fails). Returns (as a Completed state whose message is the one-line outcome)
+    `{"breach", "page", "paged", "event_id", "evidence_url", "reasons", "waiting", "rollback",
     "promotion"}` (per stage: `flows.lifecycle_rollback.check_rollbacks`,
     `flows.lifecycle_decide.decide_challengers`).
     """
     params = load_flow_params(params_file)
     state = monitor_task(params, return_state=True)
-    report = state.result(raise_on_failure=False) if state.is_completed() else None
+    outcome = state.result(raise_on_failure=False) if state.is_completed() else None
+    report = outcome if not isinstance(outcome, str | None) else None
     logger = get_run_logger()
+    event_id, paged = None, "not needed"
     if report is not None:
-        event_id = emit_drift_breach(params, report) if report.drift.breach else None
+        # the drift automation retrains on the same N-of-M rule that pages: one noisy window
+        # neither wakes anyone nor starts a retrain
+        event_id = emit_drift_breach(params, report) if report.page else None
         paged = page_drift(params, report) if report.page else "not needed"
         logger.info("monitor: %s; page: %s", report.summary, paged)
+    elif isinstance(outcome, str):
+        logger.info("window not judged: %s", outcome)
     link = report.evidence_url if report is not None else None
     rolled = rollback_task(params, link)
-    for stage, outcome in rolled.items():
-        if outcome["status"] != "skipped":
-            logger.info("rollback check %s: %s (%s)", stage, outcome["status"], outcome["reason"])
+    for stage, result in rolled.items():
+        if result["status"] != "skipped":
+            logger.info("rollback check %s: %s (%s)", stage, result["status"], result["reason"])
     if any(o["status"] == "rolled back" for o in rolled.values()):
         logger.info("reload after rollback: %s", reload_task(params))
     decided = decide_task(params, link)
-    for stage, outcome in decided.items():
-        logger.info("challenger %s: %s (%s)", stage, outcome["status"], outcome.get("reason"))
-    if report is None:  # the drift step failed: the run fails with its error (and alerts)
+    for stage, result in decided.items():
+        logger.info("challenger %s: %s (%s)", stage, result["status"], result.get("reason"))
+    if state.is_failed() or state.is_crashed():  # the drift step failed: fail with its error
         state.result()  # re-raises it
         raise RuntimeError(f"monitor-window ended {state.name}: {state.message}")
-    return {
-        "breach": report.drift.breach,
-        "page": report.page,
+    result = {
+        "breach": report.drift.breach if report else None,
+        "page": report.page if report else False,
         "paged": paged,
         "event_id": event_id,
-        "evidence_url": report.evidence_url,
-        "reasons": list(report.drift.reasons),
+        "evidence_url": link,
+        "reasons": list(report.drift.reasons) if report else [],
+        "waiting": outcome if isinstance(outcome, str) else None,
         "rollback": rolled,
         "promotion": decided,
     }
+    return Completed(message=monitor_message(result), data=result)
+
+
+def monitor_message(result: dict[str, Any]) -> str:
+    """The run's one-line outcome, shown in the Prefect UI: drift, page, rollback, challengers."""
+    if result["waiting"]:
+        drift = f"window not judged: {result['waiting']}"
+    else:
+        reasons = "; ".join(result["reasons"]) or "no drift"
+        drift = f"breach={result['breach']} page={result['page']} ({result['paged']}): {reasons}"
+        drift += f"; evidence {result['evidence_url']}"
+    parts = [drift]
+    rolled = [s for s, o in result["rollback"].items() if o["status"] == "rolled back"]
+    if rolled:
+        parts.append("rolled back " + ", ".join(rolled))
+    decided = {s: o["status"] for s, o in result["promotion"].items()}
+    if decided:
+        parts.append("challengers " + ", ".join(f"{s}: {st}" for s, st in decided.items()))
+    return " | ".join(parts)
 
 
 # ---------------------------------------------------------------- promote / rollback

@@ -40,6 +40,7 @@ NOTIFIED_KEY = "casepilot.notified_key"
 REJECTED = "casepilot.challenger_rejected"
 REJECTED_REASONS = "casepilot.rejected_reasons"
 DECIDED_AT = "casepilot.decided_at"
+DECIDED_BY = "casepilot.decided_by"  # the Prefect flow run (and deployment) that decided
 REPLAY_QDRANT = ":memory:"  # the service holds the on-disk index's lock
 
 
@@ -83,10 +84,10 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
     stages = stages_with_challenger(params)
     if not stages:
         return {}
-    try:
-        champion = resolve_cascade_dirs(params, CHAMPION)
-    except LookupError as err:  # no full champion cascade to replay against yet
-        return {s: {"status": "waiting", "reason": str(err)} for s in stages}
+    first = _first_champions(params, stages, link)
+    if first:  # no full champion cascade to replay against yet
+        return first
+    champion = resolve_cascade_dirs(params, CHAMPION)
     challengers = {s: resolve_stage(params, s, CHALLENGER) for s in stages}
     challengers = {s: c for s, c in challengers.items() if c.version != champion[s].version}
     if not challengers:
@@ -114,6 +115,35 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
             stage, cases, rows["sent_reply"].tolist(),
             [champion_texts[m] for m in messages], _texts(swapped, messages), params,
         )  # fmt: skip
+        outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
+    return outcomes
+
+
+def _first_champions(
+    params: Params, stages: list[str], link: str | None
+) -> dict[str, dict[str, Any]]:
+    """Stages with no champion yet: their challenger (it passed its offline gates) is requested
+    as the first champion — there is no champion to compare with on shadow traffic, so the
+    evidence is the offline metrics, and the reviewer decides. {} when every stage has one."""
+    from monitoring.promotion import PromotionDecision
+    from pipelines.registry import resolve_stage
+    from pipelines.registry_store import aliases_of, registered_model_name
+
+    client = registry_client(params)
+    outcomes: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        if CHAMPION in aliases_of(client, registered_model_name(params, stage)):
+            continue
+        challenger = resolve_stage(params, stage, CHALLENGER)
+        tags = client.get_model_version(challenger.name, challenger.version).tags or {}
+        metrics = {k.removeprefix("metric."): v for k, v in tags.items() if k.startswith("metric.")}
+        offline = ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(metrics.items()))
+        decision = PromotionDecision(
+            True, (f"first champion of {stage}: no champion to compare with on shadow traffic; "
+                   f"it passed its offline gates ({offline or 'no metrics'})",),
+            0, 0.0, 0.0, 0, 0, 1.0,
+        )  # fmt: skip
+        base = {"name": challenger.name, "version": challenger.version, "cases": 0}
         outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
     return outcomes
 
@@ -160,17 +190,29 @@ def record_decision(
     if not decision.promote:
         set_version_tags(client, name, version, {
             REJECTED: "true", REJECTED_REASONS: "; ".join(decision.reasons)[:4900],
-            DECISION_KEY: key, DECIDED_AT: now_iso()})  # fmt: skip
+            DECISION_KEY: key, DECIDED_AT: now_iso(), DECIDED_BY: decided_by()})  # fmt: skip
         return {**summary, "status": "rejected", "reason": "; ".join(decision.reasons)}
     request = request_promotion(params, stage, decision, version=version)
     set_version_tags(client, name, version, {REJECTED: "false", DECISION_KEY: key,
-                                             DECIDED_AT: request.requested_at})  # fmt: skip
+                                             DECIDED_AT: request.requested_at,
+                                             DECIDED_BY: decided_by()})  # fmt: skip
     sent = _notify(params, stage, name, version, request.link, link, decision)
     if sent.status == "sent":
         client.set_model_version_tag(name, version, NOTIFIED_KEY, key)
     return {**summary, "status": "requested", "link": request.link,
             "audit_run_id": request.audit_run_id, "notified": sent.status,
             "reason": sent.reason}  # fmt: skip
+
+
+def decided_by() -> str:
+    """`monitor/casepilot run 'name'` inside a deployment run, else the flow run or process."""
+    from prefect.runtime import deployment, flow_run
+
+    run = flow_run.name
+    if not run:
+        return "a direct call (no Prefect flow run)"
+    where = f"{flow_run.flow_name}/{deployment.name}" if deployment.name else flow_run.flow_name
+    return f"{where} run '{run}'"
 
 
 def _notify(
@@ -185,10 +227,15 @@ def _notify(
     from monitoring.notify import notify_reviewers
 
     title = f"casepilot: review the {stage} challenger ({name} v{version})"
-    lines = [
+    evidence = (
         f"The {stage} challenger beat the champion on {decision.cases} replayed shadow cases "
         f"(only the {stage} stage swapped): match rate {decision.challenger_match_rate:.3f} vs "
-        f"{decision.champion_match_rate:.3f}, one-sided McNemar p={decision.p_value:.3g}.",
+        f"{decision.champion_match_rate:.3f}, one-sided McNemar p={decision.p_value:.3g}."
+        if decision.cases
+        else f"The {stage} stage has no champion yet: its challenger is proposed as the first."
+    )
+    lines = [
+        evidence,
         *decision.reasons,
         f"Review and approve in MLflow: {mlflow_link}",
         f"Approve by setting the tag `{params.promote.approval_tag}` on that version; the promote "

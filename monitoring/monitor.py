@@ -75,14 +75,49 @@ def load_history(params: Params) -> list[bool]:
     return [bool(entry["breach"]) for entry in entries]
 
 
-def _append_history(params: Params, breach: bool, when: datetime, run_id: str) -> None:
+def _append_history(
+    params: Params, breach: bool, when: datetime, run_id: str, window_end: datetime | None
+) -> None:
     path = history_path(params)
     entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-    entries.append({"at": when.isoformat(), "breach": breach, "run_id": run_id})
+    end = window_end.isoformat() if window_end is not None else None
+    entries.append({"at": when.isoformat(), "breach": breach, "run_id": run_id, "window_end": end})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(entries[-HISTORY_KEEP:], indent=1), encoding="utf-8")
     tmp.replace(path)  # atomic: a killed run never leaves half a file
+
+
+def last_window_end(params: Params) -> datetime | None:
+    """When the newest prediction of the last judged window was made (None: none judged)."""
+    path = history_path(params)
+    if not path.exists():
+        return None
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    ends = [e["window_end"] for e in entries if e.get("window_end")]
+    return datetime.fromisoformat(ends[-1]) if ends else None
+
+
+def unjudged_window_problem(params: Params, window: pd.DataFrame) -> str | None:
+    """Why `window` (the latest `monitor.window_cases` predictions) is not judged yet, or None.
+
+    A window is judged once: when it holds `monitor.window_cases` predictions made after the
+    last judged window. A run with less new traffic (a quiet night, a run during a burst) waits
+    for more instead of judging the same cases twice — which would also count one drifted
+    window twice toward the N-of-M page rule.
+    """
+    size = params.monitor.window_cases
+    if len(window) < size:
+        return f"{len(window)} predictions logged, a window needs monitor.window_cases={size}"
+    last_end = last_window_end(params)
+    if last_end is not None:
+        fresh = int((window["created_at"] > last_end).sum())
+        if fresh < size:
+            return (
+                f"{fresh} new predictions since the last judged window (ending {last_end:%H:%M:%S}"
+                f" UTC); a window needs monitor.window_cases={size}"
+            )
+    return None
 
 
 def reference_sample(cases: Sequence[LabeledCase], size: int, seed: int = 0) -> list[LabeledCase]:
@@ -127,5 +162,6 @@ def run_monitor(
     breaches = (*earlier, drift.breach)
     alert = breach_n_of_m(breaches, cfg.breach_n, cfg.breach_m)
     if persist:
-        _append_history(params, drift.breach, when, run.run_id)
+        end = window["created_at"].max().to_pydatetime() if "created_at" in window else None
+        _append_history(params, drift.breach, when, run.run_id, end)
     return MonitorReport(drift=drift, online=online, alert=alert, run=run, breaches=breaches)
