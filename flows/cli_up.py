@@ -36,6 +36,7 @@ console = Console()
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 DEFAULT_PREFECT_PORT = 4200
+SCHEDULER_LOOP_ENV = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"
 ORDER = ("prefect-server", "prefect-worker", "mlflow", "evidently-ui", "bentoml")
 
 
@@ -102,7 +103,11 @@ def _start_prefect(st: Stack, api: str, port: int) -> Service:
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
                "--port", str(port)]  # fmt: skip
     ui = api.removesuffix("/api")  # the server's UI; its API lives under /api
-    return st.running("prefect-server") or st.start("prefect-server", command, ui, port)
+    # the scheduler creates due runs every loop (Prefect's default: 60 s late at worst)
+    loop = st.env.get(SCHEDULER_LOOP_ENV, "10")
+    return st.running("prefect-server") or st.start(
+        "prefect-server", command, ui, port, **{SCHEDULER_LOOP_ENV: loop}
+    )
 
 
 def _start_worker(st: Stack, api: str) -> Service:

@@ -18,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.config import ConfigError, Params, load_params
-from pipelines.contract import STAGES
 from pipelines.home import Home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +35,6 @@ class DemoPlan(BaseModel):
     shadow_traffic: int | None = Field(
         None, ge=10, description="messages of the shadow day (null: traffic_per_day)"
     )
-    retrain_stages: tuple[str, ...] = ("trigger", "topic", "retrieve")
     concurrency: int = Field(8, ge=1, le=64, description="parallel agents sending traffic")
     reviewer: str = Field(DEMO_REVIEWER, min_length=1)
     wait_s: float = Field(
@@ -105,11 +103,6 @@ def timeline(params: Params, plan: DemoPlan) -> Timeline:
             f"data.synth.days ({synth.days}) leaves {len(drift_days)} drift day(s) before the "
             f"shadow day; monitor.breach_n needs {params.monitor.breach_n}: set data.synth.days "
             f">= {drift_day + params.monitor.breach_n}"
-        )
-    unknown = sorted(set(plan.retrain_stages) - set(STAGES))
-    if unknown or not plan.retrain_stages:
-        raise ConfigError(
-            f"demo.retrain_stages: {unknown or 'empty'}; use stages from {', '.join(STAGES)}"
         )
     return Timeline(
         train=tuple(range(1, plan.train_days + 1)),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "casepilot"  # every flow's deployment has this name: `retrain/casepilot`, …
 AUTOMATION = "casepilot-retrain-on-drift"
 FLOWS = ("retrain", "monitor", "promote", "rollback")
+# An interval schedule's first run: this long after registration, past one loop of the server's
+# scheduler (`casepilot up` runs it every 10 s), so the first slot is never already in the past.
+INTERVAL_FIRST_RUN_S = 30
 
 
 @contextlib.contextmanager
@@ -101,8 +104,11 @@ def flow_schedule(params: Params, flow_name: str) -> Any:
         "monitor": cfg.monitor_interval_seconds,
         "promote": cfg.promote_poll_seconds,
     }.get(flow_name)
-    if interval is not None:
-        return IntervalSchedule(interval=timedelta(seconds=interval), timezone=cfg.timezone)
+    if interval is not None:  # first run shortly after registration, then every interval
+        first = datetime.now(UTC) + timedelta(seconds=INTERVAL_FIRST_RUN_S)
+        return IntervalSchedule(
+            interval=timedelta(seconds=interval), anchor_date=first, timezone=cfg.timezone
+        )
     cron = {"retrain": cfg.retrain_cron, "monitor": cfg.monitor_cron}.get(flow_name)
     return CronSchedule(cron=cron, timezone=cfg.timezone) if cron else None
 
@@ -157,6 +163,12 @@ def register_deployments(params: Params, params_file: str | Path = "params.yaml"
     return [*names, AUTOMATION]
 
 
+def _drift_parameters(params: Params) -> dict[str, Any] | None:
+    """The drift-triggered retrain's parameters: `schedule.drift_retrain_stages` when set."""
+    stages = params.schedule.drift_retrain_stages
+    return {"stages": list(stages)} if stages else None
+
+
 def ensure_drift_automation(params: Params, retrain_deployment_id: Any) -> Any:
     """(Re)create the automation: drift-breach event of this monitor → run `retrain`."""
     from prefect import get_client
@@ -176,6 +188,12 @@ def ensure_drift_automation(params: Params, retrain_deployment_id: Any) -> Any:
                 threshold=1,
                 within=timedelta(0),
             ),
-            actions=[RunDeployment(source="selected", deployment_id=retrain_deployment_id)],
+            actions=[
+                RunDeployment(
+                    source="selected",
+                    deployment_id=retrain_deployment_id,
+                    parameters=_drift_parameters(params),
+                )
+            ],
         )
         return automation.create().id

@@ -502,6 +502,23 @@ class ScheduleConfig(Section):
         description="the BentoML service that promote/rollback ask to reload "
         "(POST /admin/reload); null = the one `casepilot up` started (its state file)",
     )
+    drift_retrain_stages: tuple[str, ...] | None = Field(
+        None,
+        description="stages the drift automation retrains (null = all five; the rest keep "
+        "their champion until the scheduled retrain)",
+    )
+
+    @model_validator(mode="after")
+    def _known_stages(self) -> ScheduleConfig:
+        from pipelines.contract import STAGES
+
+        unknown = sorted(set(self.drift_retrain_stages or ()) - set(STAGES))
+        if unknown or self.drift_retrain_stages == ():
+            raise ValueError(
+                f"drift_retrain_stages: {unknown or 'empty'}; use stages from "
+                f"{', '.join(STAGES)}, or null for all"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_timezone(self) -> ScheduleConfig:

@@ -98,7 +98,7 @@ def test_overlay_merges_into_params_and_plans_the_days(home: Home, tmp_path: Pat
         ({"data": {"synth": {"drift_from_day": None}}}, "data.synth.drift_from_day"),
         ({"demo": {"train_days": 5}}, "demo.train_days"),
         ({"data": {"synth": {"days": 5}}}, "data.synth.days"),
-        ({"demo": {"retrain_stages": ["topik"]}}, "demo.retrain_stages"),
+        ({"schedule": {"drift_retrain_stages": ["topik"]}}, "drift_retrain_stages"),
         ({"demo": {"reviewer": ""}}, "demo.reviewer"),
     ],
 )
