@@ -26,7 +26,6 @@ from flows.demo_platform import free_ports_overlay
 from flows.demo_summary import DemoSummary, StepResult
 from pipelines.home import Home
 
-
 # The demo compresses time: the platform's scheduler creates due runs every 3 s, and the worker
 # looks for them every 3 s (Prefect's defaults: 60 s and 10 s).
 CLOCK = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "3", "PREFECT_WORKER_QUERY_SECONDS": "3"}
