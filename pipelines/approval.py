@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from monitoring.promotion import PromotionDecision
     from pipelines.config import Params
 
+
 @dataclass(frozen=True)
 class PromotionRequest:
     """A recorded request: the version, where to review it, and the signed request run."""
