@@ -2,9 +2,15 @@
 
 Promotion without approval must not be slipped past, so the server `casepilot up` starts refuses
 anonymous calls (401) and gives every signed-in user READ only (`default_permission`). Two users
-can change the registry: `reviewer` (EDIT on every registered model: sets the approval tag) and
-`promoter` (MANAGE on every registered model, EDIT on experiments: registers versions, moves
-aliases). Grants go through roles with the `*` pattern so they cover models registered later.
+can change the registry: `reviewer` (EDIT on every registered model) and `promoter` (MANAGE on
+every registered model: registers versions, moves aliases). Grants go through roles with the `*`
+pattern so they cover models registered later.
+
+Approvals (`pipelines.approval_ledger`): every user gets a ledger experiment
+`casepilot-approvals/<user>` that only they may write, mapped to them in the admin-only root
+experiment `casepilot-approvals`, which also names the reviewers. So the promoter holds no
+experiment-wide EDIT (it could write a reviewer's ledger): it gets EDIT on each other experiment
+that exists when `up` runs, and MLflow makes it MANAGE of the experiments it creates.
 
 Credentials never live in the repo. The admin comes from MLflow's own `MLFLOW_AUTH_ADMIN_USERNAME`
 / `MLFLOW_AUTH_ADMIN_PASSWORD`, the others from `CASEPILOT_MLFLOW_REVIEWER_PASSWORD` /
@@ -21,7 +27,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,8 +45,10 @@ WORKSPACE = "default"  # MLflow keeps role grants in the default workspace when 
 # role → (resource type, permission) granted on every resource of that type ("*")
 ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "casepilot-reviewers": (("registered_model", "EDIT"),),
-    "casepilot-promoters": (("registered_model", "MANAGE"), ("experiment", "EDIT")),
+    "casepilot-promoters": (("registered_model", "MANAGE"),),
 }
+# grants earlier versions gave that must go: an experiment-wide EDIT writes every ledger
+REVOKED: dict[str, tuple[tuple[str, str], ...]] = {"casepilot-promoters": (("experiment", "*"),)}
 MEMBERS = {REVIEWER: "casepilot-reviewers", PROMOTER: "casepilot-promoters"}
 
 
@@ -49,10 +57,10 @@ class Credentials:
     """Who may sign in to the local MLflow server; kept only in the 0600 secrets file."""
 
     admin_username: str
-    admin_password: str
-    reviewer_password: str
-    promoter_password: str
-    flask_secret_key: str
+    admin_password: str = field(repr=False)
+    reviewer_password: str = field(repr=False)
+    promoter_password: str = field(repr=False)
+    flask_secret_key: str = field(repr=False)
 
     def password(self, username: str) -> str:
         by_user = {
@@ -150,7 +158,7 @@ def signed_in(creds: Credentials, username: str) -> Iterator[None]:
 
 
 def ensure_registry_users(url: str, creds: Credentials) -> None:
-    """Create `reviewer` and `promoter` with their roles on the server at `url`; idempotent."""
+    """Create `reviewer` and `promoter` with their roles and approvals ledgers; idempotent."""
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth.client import AuthServiceClient
 
@@ -170,7 +178,87 @@ def ensure_registry_users(url: str, creds: Credentials) -> None:
             for resource_type, permission in grants:
                 if (resource_type, "*") not in held:
                     client.add_role_permission(role.id, resource_type, "*", permission)
+            for p in client.list_role_permissions(role.id):
+                if (p.resource_type, p.resource_pattern) in REVOKED.get(name, ()):
+                    client.remove_role_permission(p.id)
             roles[name] = role
         for username, role_name in MEMBERS.items():
             if role_name not in {r.name for r in client.list_user_roles(username)}:
                 client.assign_role(username, roles[role_name].id)
+    ensure_approval_ledgers(url, creds)
+
+
+def ensure_approval_ledgers(url: str, creds: Credentials) -> dict[str, str]:
+    """Give each user a ledger only they may write, mapped in the root; user → experiment id.
+
+    Run as the admin right after `ensure_registry_users`. Idempotent. A ledger that exists
+    unmapped with runs in it (written behind the server's back) is refused, not adopted.
+    """
+    from mlflow import MlflowClient
+    from mlflow.server.auth.client import AuthServiceClient
+
+    from pipelines.approval_ledger import LEDGER_PREFIX, OWNER_TAG, REVIEWERS_TAG, ROOT
+
+    auth, users = AuthServiceClient(url), (creds.admin_username, REVIEWER, PROMOTER)
+    with signed_in(creds, creds.admin_username):
+        client = MlflowClient(tracking_uri=url)
+        root = client.get_experiment_by_name(ROOT)
+        root_id = root.experiment_id if root else client.create_experiment(ROOT)
+        mapped = {
+            v: k.removeprefix(OWNER_TAG)
+            for k, v in ((root.tags or {}).items() if root else ())
+            if k.startswith(OWNER_TAG)
+        }
+        ledgers = {
+            user: mapped.get(user) or _new_ledger(client, LEDGER_PREFIX + user) for user in users
+        }
+        for user, experiment_id in ledgers.items():
+            client.set_experiment_tag(root_id, f"{OWNER_TAG}{experiment_id}", user)
+        client.set_experiment_tag(root_id, REVIEWERS_TAG, REVIEWER)
+        for owner, experiment_id in {**ledgers, creds.admin_username: root_id}.items():
+            _only_owner_writes(auth, experiment_id, owner, users, creds.admin_username)
+        _promoter_edits_the_rest(client, auth, {root_id, *ledgers.values()})
+    return ledgers
+
+
+def _new_ledger(client: object, name: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is None:
+        return client.create_experiment(name)
+    if client.search_runs([existing.experiment_id], max_results=1):
+        raise RuntimeError(
+            f"experiment {name!r} already holds runs that `casepilot up` did not sign: refusing "
+            "to trust it as an approvals ledger; rename or delete it in the MLflow UI, then run "
+            "`casepilot up` again"
+        )
+    return existing.experiment_id
+
+
+def _only_owner_writes(
+    auth: object, experiment_id: str, owner: str, users: tuple[str, ...], admin: str
+) -> None:
+    """Grant `owner` EDIT on the experiment and make sure no other user can write it."""
+    if owner != admin:
+        auth.grant_user_permission(owner, "experiment", experiment_id, "EDIT")
+    for user in users:
+        if user in (owner, admin):
+            continue
+        level = auth.get_user_permission(user, "experiment", experiment_id).permission
+        if level not in ("READ", "NO_PERMISSIONS", "DENY"):
+            auth.revoke_user_permission(user, "experiment", experiment_id)
+            level = auth.get_user_permission(user, "experiment", experiment_id).permission
+        if level not in ("READ", "NO_PERMISSIONS", "DENY"):
+            raise RuntimeError(
+                f"MLflow user {user!r} can still write experiment {experiment_id} ({level}, from "
+                f"a role): remove that grant, or {owner!r}'s approvals could be forged"
+            )
+
+
+def _promoter_edits_the_rest(client: object, auth: object, ledgers: set[str]) -> None:
+    """EDIT for the promoter on every existing experiment that is not a ledger or the root."""
+    for experiment in client.search_experiments():
+        if experiment.experiment_id in ledgers:
+            continue
+        level = auth.get_user_permission(PROMOTER, "experiment", experiment.experiment_id)
+        if level.permission not in ("EDIT", "MANAGE"):
+            auth.grant_user_permission(PROMOTER, "experiment", experiment.experiment_id, "EDIT")

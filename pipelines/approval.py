@@ -1,25 +1,53 @@
-"""Approval-gated promotion: the request on the challenger's version, the reviewer's tag, the audit.
+"""Approval-gated promotion: a signed request, a reviewer's signed approval, the checks.
 
-Why model version tags: a reviewer works in the MLflow UI, where tags are what they can set on a
-version — and behind `mlflow server --app-name basic-auth` only users with EDIT on the registered
-model can. The flow records a *promotion request* with its evidence on the challenger's version;
-the reviewer approves by adding the tag `promote.approval_tag` (default `casepilot.approved_by`)
-with their name. MLflow keeps no author or time per tag, so the time lives in
-`casepilot.approved_at`: set by the reviewer, or stamped by the promote step when it first sees
-the approval. Every event is also an MLflow run in the registry experiment (the audit trail).
+MLflow cannot restrict who sets a model version tag or alias, so a tag cannot be an approval.
+The flow records a *promotion request* on the challenger's version (tags with the evidence, for
+the reviewer to read in the MLflow UI) and as a run in the requester's ledger; a reviewer
+approves with `casepilot approve STAGE --version N` (`approve_request`), a run in their own
+ledger that names the model, the version, the request run and the SHA-256 of the evidence
+(`pipelines.approval_ledger`: under `casepilot up` only that user can write their ledger). The
+promote step accepts an approval only from a reviewer who is neither the requester nor the
+promoter, for exactly the version and evidence of the current request.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pipelines.approval_ledger import (
+    AUTHENTICATED,
+    UNAUTHENTICATED,
+    SignIn,
+    authenticated_user,
+    evidence_sha256,
+    record_signed_run,
+    signed_in,
+    signed_ledgers,
+)
+from pipelines.approval_verify import (
+    APPROVAL_RUN,
+    APPROVED_AT,
+    BOOTSTRAP,
+    EVIDENCE,
+    EVIDENCE_SHA,
+    LINK,
+    README_SECTION,
+    REQUEST_RUN,
+    REQUESTED,
+    REQUESTED_AT,
+    REQUESTED_BY,
+    Approval,
+    PromotionRefused,
+    UnapprovedChampion,
+    check_approval,
+    current_request,
+)
 from pipelines.registry_audit import (
     jsonable,
-    log_audit_run,
     now_iso,
     page_event,
     set_version_tags,
@@ -33,6 +61,14 @@ from pipelines.registry_store import (
     registry_client,
 )
 
+# The tag names, refusals and checks live in approval_verify; callers import them from here.
+__all__ = [
+    "APPROVAL_RUN", "APPROVED_AT", "BOOTSTRAP", "EVIDENCE", "EVIDENCE_SHA", "LINK", "REQUESTED",
+    "REQUESTED_AT", "REQUESTED_BY", "REQUEST_RUN", "Approval", "PromotionRefused",
+    "PromotionRequest", "SignIn", "UnapprovedChampion", "approval_record", "approve_request",
+    "approve_version", "check_approval", "refuse_unapproved_champion", "request_promotion",
+]  # fmt: skip
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -40,35 +76,10 @@ if TYPE_CHECKING:
     from monitoring.promotion import PromotionDecision
     from pipelines.config import Params
 
-REQUESTED = "casepilot.promotion_requested"
-REQUESTED_AT = "casepilot.promotion_requested_at"
-EVIDENCE = "casepilot.promotion_evidence"  # the decision as JSON
-LINK = "casepilot.promotion_link"  # this version's page in the MLflow UI
-APPROVED_AT = "casepilot.approved_at"
-BOOTSTRAP = "casepilot.bootstrap"
-README_SECTION = "README.md, 'Promotion and approval'"
-
-
-class PromotionRefused(PermissionError):
-    """The challenger may not become champion: no promotion request, or no reviewer approval."""
-
-
-class UnapprovedChampion(PermissionError):
-    """`champion` points at a version nobody approved (nor bootstrapped): refuse to load it."""
-
-
-@dataclass(frozen=True)
-class Approval:
-    """Who approved a version and when; `bootstrap` for a first champion set by an operator."""
-
-    by: str
-    at: str | None
-    bootstrap: bool = False
-
 
 @dataclass(frozen=True)
 class PromotionRequest:
-    """A recorded request: the version, where to review it, and the audit run."""
+    """A recorded request: the version, where to review it, and the signed request run."""
 
     stage: str
     name: str
@@ -76,6 +87,8 @@ class PromotionRequest:
     requested_at: str
     link: str
     audit_run_id: str
+    requested_by: str = ""
+    evidence_sha256: str = ""
 
 
 def approval_record(tags: Mapping[str, str], approval_tag: str) -> Approval | None:
@@ -96,31 +109,75 @@ def _challenger(client: MlflowClient, name: str, stage: str) -> str:
     return version
 
 
+def _signed_client(params: Params) -> tuple[MlflowClient, str | None]:
+    """A registry client and the user the server signed it in as (None: no sign-in)."""
+    from pipelines.tracking import client_tracking_uri
+
+    uri = client_tracking_uri(params)
+    return registry_client(params), authenticated_user(uri)
+
+
 def request_promotion(
-    params: Params, stage: str, decision: PromotionDecision, *, version: str | None = None
+    params: Params,
+    stage: str,
+    decision: PromotionDecision,
+    *,
+    version: str | None = None,
+    requested_by: str | None = None,
 ) -> PromotionRequest:
     """Record a promotion request with its evidence on the challenger's model version.
 
     `decision` is `monitoring.promotion.decide_promotion`'s; a decision against promotion is
-    refused (ValueError). A new request clears an earlier approval: the reviewer approves this
-    evidence, not an older one.
+    refused (ValueError). The request is also a run in the requester's ledger, binding the
+    version to the SHA-256 of the evidence; a new request supersedes older approvals. The
+    requester is the signed-in MLflow user; `requested_by` (default: the OS user) only names
+    them on a store without sign-in.
     """
     if not decision.promote:
         raise ValueError(
             f"the shadow decision does not support promoting {stage}: "
             + "; ".join(decision.reasons)
         )
-    client = registry_client(params)
+    client, signer = _signed_client(params)
     name = registered_model_name(params, stage)
     version = version or _challenger(client, name, stage)
     if aliases_of(client, name).get(CHAMPION) == version:
         raise ValueError(f"{name} version {version} is already the champion; nothing to request")
+    requester = signer or requested_by or getpass.getuser()
     requested_at, link = now_iso(), version_url(params, name, version)
-    evidence = jsonable(decision.as_dict())
-    tags = {
+    evidence_json = json.dumps(jsonable(decision.as_dict()), sort_keys=True)
+    sha = evidence_sha256(evidence_json)
+    run_id = record_signed_run(
+        client,
+        params,
+        signed_ledgers(client, signer),
+        requester,
+        "promotion-request",
+        {"model": name, "version": version, "stage": stage, "evidence_sha256": sha},
+    )
+    existing = client.get_model_version(name, version).tags
+    for stale in (params.promote.approval_tag, APPROVED_AT, APPROVAL_RUN):
+        if stale in existing:
+            client.delete_model_version_tag(name, version, stale)
+    set_version_tags(client, name, version, _request_tags(decision, evidence_json, link))
+    set_version_tags(
+        client,
+        name,
+        version,
+        {REQUESTED_AT: requested_at, REQUESTED_BY: requester, REQUEST_RUN: run_id,
+         EVIDENCE_SHA: sha},
+    )  # fmt: skip
+    client.update_model_version(
+        name, version, description=_request_description(params, stage, version, decision)
+    )
+    return PromotionRequest(stage, name, version, requested_at, link, run_id, requester, sha)
+
+
+def _request_tags(decision: PromotionDecision, evidence_json: str, link: str) -> dict[str, str]:
+    """The evidence as version tags, the way the reviewer reads it in the MLflow UI."""
+    return {
         REQUESTED: "true",
-        REQUESTED_AT: requested_at,
-        EVIDENCE: json.dumps(evidence, sort_keys=True),
+        EVIDENCE: evidence_json,
         LINK: link,
         "casepilot.evidence.cases": str(decision.cases),
         "casepilot.evidence.p_value": f"{decision.p_value:.6g}",
@@ -131,96 +188,88 @@ def request_promotion(
             for s, d in decision.stage_deltas.items()
         },
     }
-    existing = client.get_model_version(name, version).tags
-    for stale in (params.promote.approval_tag, APPROVED_AT):
-        if stale in existing:
-            client.delete_model_version_tag(name, version, stale)
-    set_version_tags(client, name, version, tags)
-    client.update_model_version(
-        name,
-        version,
-        description=(
-            f"Promotion requested {requested_at}: challenger match rate "
-            f"{decision.challenger_match_rate:.3f} vs champion {decision.champion_match_rate:.3f} "
-            f"on {decision.cases} shadow cases (McNemar p={decision.p_value:.4g}). To approve, add "
-            f"the tag `{params.promote.approval_tag}` = your name (optionally "
-            f"`{APPROVED_AT}` = ISO time); then run the promote flow or `casepilot promote`."
-        ),
+
+
+def _request_description(
+    params: Params, stage: str, version: str, decision: PromotionDecision
+) -> str:
+    return (
+        f"Promotion requested {now_iso()}: challenger match rate "
+        f"{decision.challenger_match_rate:.3f} vs champion {decision.champion_match_rate:.3f} "
+        f"on {decision.cases} shadow cases (McNemar p={decision.p_value:.4g}). To approve, a "
+        f"reviewer other than the requester runs `casepilot approve {stage} --version {version}` "
+        "signed in as themselves (MLFLOW_TRACKING_USERNAME/PASSWORD); then the promote flow or "
+        f"`casepilot promote` moves champion ({README_SECTION})."
     )
-    _, run_id = log_audit_run(
-        client,
-        params,
-        "promotion-request",
-        stage,
-        {"casepilot.model": name, "casepilot.version": version, "casepilot.link": link},
-        evidence,
-    )
-    return PromotionRequest(stage, name, version, requested_at, link, run_id)
+
+
+def approve_request(
+    params: Params,
+    stage: str,
+    version: str,
+    *,
+    sign_in: SignIn | None = None,
+    reviewer: str | None = None,
+) -> Approval:
+    """Approve the current promotion request of `stage` version `version`; the approval.
+
+    Signs in with `sign_in` (default: MLFLOW_TRACKING_USERNAME/PASSWORD) and records the
+    approval as a run in that reviewer's ledger, bound to the request run and the SHA-256 of
+    its evidence. Refuses (PromotionRefused) a signer who is not a reviewer or who made the
+    request. `reviewer` names the approver only on a store without sign-in; under sign-in it
+    must match the signed-in user or be left out.
+    """
+    with signed_in(sign_in):
+        client, signer = _signed_client(params)
+        if signer is not None and reviewer not in (None, signer):
+            raise ValueError(f"signed in as {signer!r}, not {reviewer!r}: drop reviewer=")
+        who = (signer or reviewer or "").strip()
+        if not who:
+            raise ValueError("reviewer must name who approves, e.g. 'jane.doe'")
+        ledgers = signed_ledgers(client, signer)
+        name = registered_model_name(params, stage)
+        current = client.get_model_version(name, str(version))
+        request = current_request(client, params, current, ledgers)
+        if ledgers is not None and who not in ledgers.reviewers:
+            raise PromotionRefused(
+                f"{who!r} is not a reviewer (reviewers: {', '.join(sorted(ledgers.reviewers))}):"
+                " only a reviewer's approval counts; sign in as one"
+            )
+        if who == request.requested_by:
+            raise PromotionRefused(
+                f"{who!r} requested the promotion of {name} v{version}: a reviewer other than "
+                "the requester must approve it"
+            )
+        binding = {
+            "model": name,
+            "version": str(version),
+            "stage": stage,
+            "evidence_sha256": request.evidence_sha256,
+            "request_run_id": request.run_id,
+        }
+        run_id = record_signed_run(client, params, ledgers, who, "approval", binding)
+        at = now_iso()
+        set_version_tags(
+            client, name, str(version), {params.promote.approval_tag: who, APPROVED_AT: at}
+        )
+    store = AUTHENTICATED if ledgers is not None else UNAUTHENTICATED
+    return Approval(who, at, run_id=run_id, requested_by=request.requested_by, store=store)
 
 
 def approve_version(
     params: Params, stage: str, reviewer: str, *, version: str | None = None
 ) -> Approval:
-    """Set the approval tags on the challenger (or `version`): what a reviewer does in the UI.
-
-    For scripted reviews such as the demo's named demo reviewer; production approvals are made
-    by people in the MLflow UI, which basic-auth restricts to users with EDIT on the model.
-    """
+    """Approve the challenger (or `version`) as `reviewer`, signed in as whoever the
+    environment names: `approve_request` for scripts that approve the current challenger."""
     if not reviewer.strip():
         raise ValueError("reviewer must name who approves, e.g. 'jane.doe'")
-    client = registry_client(params)
-    name = registered_model_name(params, stage)
-    version = version or _challenger(client, name, stage)
-    at = now_iso()
-    client.set_model_version_tag(name, version, params.promote.approval_tag, reviewer.strip())
-    client.set_model_version_tag(name, version, APPROVED_AT, at)
-    return Approval(reviewer.strip(), at)
+    if version is None:
+        client = registry_client(params)
+        version = _challenger(client, registered_model_name(params, stage), stage)
+    from pipelines.tracking import client_tracking_uri
 
-
-def check_approval(client: MlflowClient, params: Params, version: ModelVersion) -> Approval:
-    """Return the approval of a requested promotion, or raise PromotionRefused saying what to do.
-
-    Needs a promotion request and the reviewer's tag, given after the request. Stamps
-    `casepilot.approved_at` when the reviewer left it out (the first time it is seen).
-    """
-    name, number, tags = version.name, str(version.version), version.tags or {}
-    where = f"{name} version {number} ({version_url(params, name, number)})"
-    tag = params.promote.approval_tag
-    if tags.get(REQUESTED) != "true":
-        raise PromotionRefused(
-            f"{where} has no promotion request: only a challenger that beat the champion on "
-            "shadow traffic gets one (the promote flow records it with its evidence)"
-        )
-    approver = (tags.get(tag) or "").strip()
-    if not approver:
-        raise PromotionRefused(
-            f"{where} is not approved: a reviewer sets the tag `{tag}` = their name on that "
-            f"version in the MLflow UI ({README_SECTION}), then promotion can run"
-        )
-    approved_at = tags.get(APPROVED_AT)
-    if approved_at is None:
-        approved_at = now_iso()
-        client.set_model_version_tag(name, number, APPROVED_AT, approved_at)
-    elif _when(approved_at, f"{where}: tag `{APPROVED_AT}`") < _when(
-        tags.get(REQUESTED_AT, ""), f"{where}: tag `{REQUESTED_AT}`"
-    ):
-        raise PromotionRefused(
-            f"{where}: the approval ({approved_at}) predates the promotion request "
-            f"({tags[REQUESTED_AT]}); a reviewer must approve the current evidence"
-        )
-    return Approval(approver, approved_at)
-
-
-def _when(value: str, what: str) -> datetime:
-    """Parse an ISO 8601 time from a tag (naive = UTC), or refuse naming the tag."""
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise PromotionRefused(
-            f"{what} is {value!r}, not an ISO 8601 time; use e.g. 2026-11-30T14:05:00+00:00 "
-            "or delete the tag (the promote step then stamps the time it saw the approval)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    signed = authenticated_user(client_tracking_uri(params))
+    return approve_request(params, stage, version, reviewer=None if signed else reviewer.strip())
 
 
 def refuse_unapproved_champion(params: Params, stage: str, version: ModelVersion) -> None:

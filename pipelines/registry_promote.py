@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipelines.approval import (
+    APPROVAL_RUN,
     APPROVED_AT,
     BOOTSTRAP,
     EVIDENCE,
@@ -22,6 +23,7 @@ from pipelines.approval import (
     UnapprovedChampion,
     check_approval,
 )
+from pipelines.approval_ledger import authenticated_user, signed_ledgers
 from pipelines.contract import STAGES
 from pipelines.registry_audit import log_audit_run, now_iso, set_version_tags
 from pipelines.registry_rollback import AutoRollback, Rollback, auto_rollback, rollback_champion
@@ -174,10 +176,11 @@ def promote_challenger(
 ) -> Promotion:
     """Move `champion` to the approved challenger; the old champion stays `previous-champion`.
 
-    Refuses (`pipelines.approval.PromotionRefused`) unless the challenger's version carries a
-    promotion request and the reviewer's approval tag; the approver is read from that tag.
-    `promoted_by` is who ran the move (default: the OS user), recorded beside the approver.
-    `approved_by` is deprecated: it never approves anything and is taken as `promoted_by`.
+    Refuses (`pipelines.approval.PromotionRefused`) unless the challenger's current promotion
+    request carries a signed approval by a reviewer who neither requested nor promotes
+    (`pipelines.approval_verify.check_approval`). `promoted_by` is who ran the move (default:
+    the OS user); under sign-in the server's name for the promoter is what the check and the
+    audit use. `approved_by` is deprecated: it never approves anything (taken as `promoted_by`).
     """
     if approved_by is not None:
         import warnings
@@ -189,6 +192,9 @@ def promote_challenger(
             stacklevel=2,
         )
         promoted_by = promoted_by or approved_by
+    from pipelines.tracking import client_tracking_uri
+
+    signed_in_as = authenticated_user(client_tracking_uri(params))
     client = registry_client(params)
     name = registered_model_name(params, stage)
     aliases = aliases_of(client, name)
@@ -199,11 +205,18 @@ def promote_challenger(
             "passes the offline gates first"
         )
     challenger = client.get_model_version(name, version)
-    approval = check_approval(client, params, challenger)
+    promoted_by = signed_in_as or promoted_by or getpass.getuser()
+    approval = check_approval(
+        client,
+        params,
+        challenger,
+        promoter=promoted_by,
+        ledgers=signed_ledgers(client, signed_in_as),
+    )
     previous = aliases.get(CHAMPION)
     if previous == version:
         previous = None
-    at, promoted_by = now_iso(), promoted_by or getpass.getuser()
+    at = now_iso()
     evidence_json = (challenger.tags or {}).get(EVIDENCE, "{}")
     run_tags = {
         "casepilot.model": name,
@@ -211,6 +224,9 @@ def promote_challenger(
         PREVIOUS_TAG: previous or "",
         "casepilot.approved_by": approval.by,
         "casepilot.approved_at": approval.at or "",
+        APPROVAL_RUN: approval.run_id or "",
+        "casepilot.requested_by": approval.requested_by or "",
+        "casepilot.approval_store": approval.store or "",
         "casepilot.promoted_by": promoted_by,
     }
     _, run_id = log_audit_run(
@@ -226,7 +242,10 @@ def promote_challenger(
         version,
         {
             BOOTSTRAP: "false",
+            params.promote.approval_tag: approval.by,
             APPROVED_AT: approval.at or at,
+            APPROVAL_RUN: approval.run_id or "",
+            "casepilot.approval_store": approval.store or "",
             "casepilot.promoted_by": promoted_by,
             PROMOTED_AT: at,
             PREVIOUS_TAG: previous or "",
