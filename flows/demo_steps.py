@@ -131,22 +131,31 @@ class ReviewerApproval:
 def approve_as_reviewer(
     params: Params, requests: Sequence[Decision], note: str, console: Console
 ) -> list[ReviewerApproval]:
-    """Approve each requested version as the `reviewer` user — and say so loudly."""
+    """Approve each requested version signed in as the `reviewer` user — and say so loudly.
+
+    The password comes from the secrets file `casepilot up` wrote; the approval is a run in the
+    reviewer's own approvals ledger, bound to the version and the SHA-256 of its evidence.
+    """
+    from flows.mlflow_auth import REVIEWER
+    from flows.mlflow_auth import load_or_create_credentials as credentials
     from pipelines.approval import approve_request
+    from pipelines.approval_ledger import SignIn
+
+    reviewer = SignIn(REVIEWER, credentials(params.home).password(REVIEWER))
 
     console.print(
         Panel.fit(
             "[bold]AUTOMATED DEMO APPROVAL[/bold]\n"
             f"The demo now approves {versions_line({r.stage: r.version for r in requests})} "
             "signed in to MLflow as the `reviewer` user.\n"
-            "In production a reviewer does this (README, 'Promotion and approval').",
+            f"In production a reviewer does this (README, 'Promotion and approval'). [{note}]",
             border_style="yellow",
             title="not a human review",
         )
     )
     approvals = []
     for request in requests:
-        approval = approve_request(params, request.stage, request.version, note=note)
+        approval = approve_request(params, request.stage, request.version, sign_in=reviewer)
         approvals.append(ReviewerApproval(request.stage, request.version, approval.by, approval.at))
     return approvals
 
