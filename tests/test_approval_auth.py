@@ -27,7 +27,13 @@ from pipelines.approval import (
     approve_request,
     request_promotion,
 )
-from pipelines.approval_ledger import AUTHENTICATED, ROOT, read_ledgers, signed_in
+from pipelines.approval_ledger import (
+    AUTHENTICATED,
+    ROOT,
+    read_ledgers,
+    signed_in,
+    stored_sign_in,
+)
 from pipelines.config import Params, params_from_mapping
 from pipelines.home import Home
 from pipelines.registry import (
@@ -222,7 +228,10 @@ def test_credentials_are_never_in_a_repr(signed) -> None:
 
 
 def test_the_secrets_file_is_0600_in_a_0700_folder(signed) -> None:
-    params, _, _ = signed
+    params, creds, _ = signed
     path = mlflow_auth.secrets_file(params.home)
     assert path.stat().st_mode & 0o777 == 0o600
     assert Path(path).parent.stat().st_mode & 0o777 == 0o700
+    assert stored_sign_in(params.home) == as_user(creds, "reviewer")  # what the demo signs in as
+    with pytest.raises(PermissionError, match="no stored password for MLflow user 'mallory'"):
+        stored_sign_in(params.home, "mallory")
