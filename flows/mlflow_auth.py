@@ -116,7 +116,11 @@ def write_auth_config(home: Home, creds: Credentials) -> Path:
         f"database_uri = sqlite:///{home.mlflow / 'basic_auth.db'}\n"
         f"admin_username = {creds.admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "grant_default_workspace_access = false\n",
+        "grant_default_workspace_access = false\n"
+        # MLflow re-hashes the password (PBKDF2) on every request unless it caches the check:
+        # ~1.5 s per call on a busy box. The cache is per process, keyed by an HMAC of the
+        # credential, and dropped at once when a password or user changes.
+        "auth_cache_ttl_seconds = 60\n",
         encoding="utf-8",
     )
     return path
