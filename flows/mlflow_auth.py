@@ -147,18 +147,11 @@ def client_env(creds: Credentials, username: str) -> dict[str, str]:
 @contextlib.contextmanager
 def signed_in(creds: Credentials, username: str) -> Iterator[None]:
     """Sign this process's MLflow clients in as `username` for the block, then restore."""
-    saved = {
-        key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    }
-    os.environ.update(client_env(creds, username))
-    try:
+    from pipelines.approval_ledger import SignIn
+    from pipelines.approval_ledger import signed_in as signed_in_as
+
+    with signed_in_as(SignIn(username, creds.password(username))):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def ensure_registry_users(url: str, creds: Credentials) -> None:

@@ -45,7 +45,7 @@ from pipelines.registry import (
     registry_client,
 )
 
-pytestmark = pytest.mark.slow  # one real MLflow server with sign-in for the module (~1 min)
+pytestmark = pytest.mark.slow  # one real MLflow server with sign-in for the module
 STAGE = "topic"
 
 
@@ -58,7 +58,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Params, o
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         patch.delenv(key, raising=False)
     creds = mlflow_auth.load_or_create_credentials(home)
-    info = start_mlflow_server(params, auth_env=mlflow_auth.server_env(home, creds))
+    info = start_mlflow_server(params, auth_env=mlflow_auth.server_env(home, creds), timeout_s=240)
     try:
         mlflow_auth.ensure_registry_users(info.url, creds)
         yield params, creds, info.url
