@@ -24,7 +24,9 @@ from pipelines.approval import (
     REQUEST_RUN,
     PromotionRefused,
     SignIn,
+    UnapprovedChampion,
     approve_request,
+    refuse_unapproved_champion,
     request_promotion,
 )
 from pipelines.approval_ledger import (
@@ -192,6 +194,18 @@ def test_only_a_reviewer_other_than_requester_and_promoter_can_approve(signed) -
     assert audit["casepilot.requested_by"] == "promoter"
     assert audit["casepilot.approval_store"] == AUTHENTICATED
     assert audit[APPROVAL_RUN] == approved.run_id
+
+    # the loader: a signed champion loads; one moved by hand with a tag (or a borrowed approval
+    # run) is refused, though the promoter may set tags and aliases
+    refuse_unapproved_champion(params, STAGE, client.get_model_version(name, v3))
+    with signed_in(promoter):
+        by_hand = registry_client(params)
+        by_hand.set_registered_model_alias(name, CHAMPION, v2)
+        with pytest.raises(UnapprovedChampion, match="no signed approval"):
+            refuse_unapproved_champion(params, STAGE, by_hand.get_model_version(name, v2))
+        by_hand.set_model_version_tag(name, v2, APPROVAL_RUN, approved.run_id)
+        with pytest.raises(UnapprovedChampion, match=f"approves {name} v{v3}, not this version"):
+            refuse_unapproved_champion(params, STAGE, by_hand.get_model_version(name, v2))
 
 
 def test_the_registry_and_the_server_log_hold_no_secret(signed) -> None:
