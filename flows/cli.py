@@ -14,6 +14,7 @@ from pathlib import Path  # noqa: E402
 import typer
 from rich.console import Console
 
+from flows.cli_approve import approve
 from flows.cli_cascade import predict
 from flows.cli_data import data_app
 from flows.cli_pipeline import pipeline_app
@@ -36,6 +37,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.command("predict")(predict)
 app.command("register")(register)
+app.command("approve")(approve)
 app.command("promote")(promote)
 app.command("quantize")(quantize)
 app.command("rollback")(rollback)

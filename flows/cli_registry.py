@@ -124,8 +124,8 @@ def promote(
 ) -> None:
     """Move `champion`: `--bootstrap` sets a first one; otherwise approved challengers move.
 
-    A challenger moves only with a promotion request and a reviewer's approval tag on its
-    MLflow version (README: "Promotion and approval"); the approver comes from that tag.
+    A challenger moves only with a promotion request and a signed approval by a reviewer who
+    neither requested nor promotes (`casepilot approve`; README: "Promotion and approval").
     `--bootstrap` refuses a version that failed its offline gates unless `--force`.
     """
     from pipelines.approval import PromotionRefused
@@ -135,9 +135,9 @@ def promote(
     params = _params(params_file)
     if by is not None and not bootstrap:
         console.print(
-            f"[red]--by only names who bootstraps a first champion. A promotion's approver is "
-            f"the tag `{params.promote.approval_tag}` a reviewer sets on the challenger's "
-            "version in the MLflow UI (README: 'Promotion and approval'); drop --by[/red]"
+            "[red]--by only names who bootstraps a first champion. A promotion's approver is "
+            "the reviewer who ran `casepilot approve STAGE --version N` signed in as themselves "
+            "(README: 'Promotion and approval'); drop --by[/red]"
         )
         raise typer.Exit(2)
     if force and not bootstrap:

@@ -116,7 +116,11 @@ def write_auth_config(home: Home, creds: Credentials) -> Path:
         f"database_uri = sqlite:///{home.mlflow / 'basic_auth.db'}\n"
         f"admin_username = {creds.admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "grant_default_workspace_access = false\n",
+        "grant_default_workspace_access = false\n"
+        # MLflow re-hashes the password (PBKDF2) on every request unless it caches the check:
+        # ~1.5 s per call on a busy box. The cache is per process, keyed by an HMAC of the
+        # credential, and dropped at once when a password or user changes.
+        "auth_cache_ttl_seconds = 60\n",
         encoding="utf-8",
     )
     return path
@@ -143,18 +147,11 @@ def client_env(creds: Credentials, username: str) -> dict[str, str]:
 @contextlib.contextmanager
 def signed_in(creds: Credentials, username: str) -> Iterator[None]:
     """Sign this process's MLflow clients in as `username` for the block, then restore."""
-    saved = {
-        key: os.environ.get(key) for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    }
-    os.environ.update(client_env(creds, username))
-    try:
+    from pipelines.approval_ledger import SignIn
+    from pipelines.approval_ledger import signed_in as signed_in_as
+
+    with signed_in_as(SignIn(username, creds.password(username))):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def ensure_registry_users(url: str, creds: Credentials) -> None:

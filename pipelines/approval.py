@@ -45,6 +45,7 @@ from pipelines.approval_verify import (
     UnapprovedChampion,
     check_approval,
     current_request,
+    unsigned_champion,
 )
 from pipelines.registry_audit import (
     jsonable,
@@ -273,19 +274,27 @@ def approve_version(
 
 
 def refuse_unapproved_champion(params: Params, stage: str, version: ModelVersion) -> None:
-    """Raise UnapprovedChampion, and page, when `version` carries no approval record.
+    """Raise UnapprovedChampion, and page, when `version` carries no approval record — or,
+    under sign-in, no signed approval by a reviewer (`approval_verify.unsigned_champion`).
 
     The page's dedup key names the version, so a service polling every few seconds pages
     once per cooldown, not on every poll.
     """
-    tags = version.tags or {}
-    if approval_record(tags, params.promote.approval_tag) is not None:
+    record = approval_record(version.tags or {}, params.promote.approval_tag)
+    if record is None:
+        problem = (
+            f"no approval record (no tag `{params.promote.approval_tag}`, not `{BOOTSTRAP}=true`)"
+        )
+    elif record.bootstrap:
+        return
+    else:
+        problem = unsigned_champion(params, version)
+    if problem is None:
         return
     name, number = version.name, str(version.version)
     link = version_url(params, name, number)
     message = (
-        f"{name}@champion is version {number}, which has no approval record (no tag "
-        f"`{params.promote.approval_tag}`, not `{BOOTSTRAP}=true`): refusing to load it. Move "
+        f"{name}@champion is version {number}: {problem}; refusing to load it. Move "
         f"champion back with `casepilot rollback {stage} --reason ...`, or have a reviewer "
         f"approve it at {link} ({README_SECTION})"
     )

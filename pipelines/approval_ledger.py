@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
     from pipelines.config import Params
+    from pipelines.home import Home
 
 ROOT = "casepilot-approvals"
 LEDGER_PREFIX = f"{ROOT}/"  # + username: that user's ledger
@@ -67,6 +68,24 @@ class Ledgers:
             f"MLflow user {username!r} has no approvals ledger ({LEDGER_PREFIX}{username}): "
             "`casepilot up` creates one for admin, reviewer and promoter; sign in as one of them"
         )
+
+
+def stored_sign_in(home: Home, username: str = "reviewer") -> SignIn:
+    """`username`'s credentials from the 0600 file `casepilot up` keeps (for scripted reviews
+    such as the demo's, which say loudly that they are automated)."""
+    import json
+
+    from pipelines.tracking import auth_secrets_file
+
+    path = auth_secrets_file(home)
+    try:
+        password = json.loads(path.read_text(encoding="utf-8"))[f"{username}_password"]
+    except (OSError, ValueError, KeyError) as err:
+        raise PermissionError(
+            f"no stored password for MLflow user {username!r} in {path} ({type(err).__name__}); "
+            "run `casepilot up` first, or pass the reviewer's own credentials"
+        ) from None
+    return SignIn(username, password)
 
 
 def evidence_sha256(evidence_json: str) -> str:

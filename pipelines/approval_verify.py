@@ -177,3 +177,43 @@ def check_approval(
 
 def _stage_of(params: Params, name: str) -> str:
     return name.removeprefix(params.register.model_prefix)
+
+
+_VERIFIED: set[tuple[str, str, str, str]] = set()  # (server, model, version, approval run)
+
+
+def unsigned_champion(params: Params, version: ModelVersion) -> str | None:
+    """Why a champion carrying an approval tag lacks a signed approval; None when it has one.
+
+    Under sign-in, tags and aliases can be set by hand; the approval run that promotion recorded
+    on the version (`casepilot.approval_run_id`) must sit in a reviewer's ledger and approve this
+    model and version. Without sign-in there is nothing more to check than the tags (None).
+    A verified run is remembered per process, so a polling service asks the server once.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.approval_ledger import authenticated_user
+    from pipelines.registry_store import registry_client
+    from pipelines.tracking import client_tracking_uri
+
+    name, number, tags = version.name, str(version.version), version.tags or {}
+    uri = client_tracking_uri(params)
+    key = (uri, name, number, tags.get(APPROVAL_RUN, ""))
+    if key in _VERIFIED or authenticated_user(uri) is None:
+        return None
+    if not key[3]:
+        return f"no signed approval (no tag `{APPROVAL_RUN}`: it was not promoted)"
+    client = registry_client(params)
+    try:
+        run = client.get_run(key[3])
+    except MlflowException as err:
+        return f"its approval run {key[3]} is unreadable ({err.error_code})"
+    ledgers = read_ledgers(client)
+    owner = ledgers.owners.get(run.info.experiment_id) if ledgers else None
+    if ledgers is None or owner not in ledgers.reviewers:
+        return f"its approval run {key[3]} is not in a reviewer's ledger"
+    approved = (run.data.params.get("model"), run.data.params.get("version"))
+    if approved != (name, number):
+        return f"its approval run {key[3]} approves {approved[0]} v{approved[1]}, not this version"
+    _VERIFIED.add(key)
+    return None

@@ -21,13 +21,15 @@ from test_registry import _register, winning_decision
 from monitoring.promotion import ShadowStats
 from pipelines.approval import (
     APPROVED_AT,
-    REQUESTED_AT,
+    EVIDENCE,
     PromotionRefused,
     UnapprovedChampion,
     approval_record,
+    approve_request,
     approve_version,
     request_promotion,
 )
+from pipelines.approval_ledger import UNAUTHENTICATED
 from pipelines.config import Params, params_from_mapping
 from pipelines.home import Home
 from pipelines.registry import (
@@ -90,14 +92,18 @@ def test_approval_record_reads_the_reviewer_tag_or_a_bootstrap() -> None:
     assert approval_record({"casepilot.bootstrap": "false"}, TAG) is None
 
 
-def test_promotion_is_refused_without_the_reviewer_tag(params, stage_dir) -> None:
+def test_promotion_is_refused_without_an_approval(params, stage_dir) -> None:
     name, v1, v2 = _champion_and_challenger(params, stage_dir)
-    request = request_promotion(params, "topic", winning_decision(params))
-    assert request.version == v2
+    request = request_promotion(params, "topic", winning_decision(params), requested_by="ops")
+    assert (request.version, request.requested_by) == (v2, "ops")
     assert request.link == f"http://127.0.0.1:5999/#/models/{name}/versions/{v2}"
-    with pytest.raises(PromotionRefused, match=f"sets the tag `{TAG}`.*MLflow UI"):
+    client = registry_client(params)
+    client.set_model_version_tag(name, v2, TAG, "jane.doe")  # a tag is not an approval
+    with pytest.raises(
+        PromotionRefused, match=f"not approved.*`casepilot approve topic --version {v2}`"
+    ):
         promote_challenger(params, "topic")
-    assert aliases_of(registry_client(params), name) == {CHAMPION: v1, CHALLENGER: v2}
+    assert aliases_of(client, name) == {CHAMPION: v1, CHALLENGER: v2}
 
 
 def test_promotion_is_refused_with_approval_but_no_request(params, stage_dir) -> None:
@@ -105,10 +111,12 @@ def test_promotion_is_refused_with_approval_but_no_request(params, stage_dir) ->
     registry_client(params).set_model_version_tag(name, v2, TAG, "jane.doe")  # the UI's action
     with pytest.raises(PromotionRefused, match="no promotion request"):
         promote_challenger(params, "topic")
+    with pytest.raises(PromotionRefused, match="no promotion request"):
+        approve_version(params, "topic", "jane.doe")
     assert aliases_of(registry_client(params), name)[CHAMPION] == v1
 
 
-def test_a_request_needs_a_winning_decision_and_a_fresh_approval(params, stage_dir) -> None:
+def test_an_approval_binds_the_request_its_evidence_and_other_people(params, stage_dir) -> None:
     from monitoring.promotion import decide_promotion
 
     name, v1, v2 = _champion_and_challenger(params, stage_dir)
@@ -119,19 +127,22 @@ def test_a_request_needs_a_winning_decision_and_a_fresh_approval(params, stage_d
     with pytest.raises(ValueError, match="already the champion"):
         request_promotion(params, "topic", winning_decision(params), version=v1)
     client = registry_client(params)
-    client.set_model_version_tag(name, v2, TAG, "early-bird")
-    request_promotion(params, "topic", winning_decision(params))
+    request_promotion(params, "topic", winning_decision(params), requested_by="ops")
+    approve_version(params, "topic", "early-bird")
+    request_promotion(params, "topic", winning_decision(params, cases=80), requested_by="ops")
     assert TAG not in client.get_model_version(name, v2).tags  # approve this evidence, not older
-    requested = datetime.fromisoformat(client.get_model_version(name, v2).tags[REQUESTED_AT])
-    client.set_model_version_tag(name, v2, TAG, "jane.doe")
-    client.set_model_version_tag(
-        name, v2, APPROVED_AT, (requested - timedelta(hours=1)).isoformat()
-    )
-    with pytest.raises(PromotionRefused, match="predates the promotion request"):
-        promote_challenger(params, "topic")
-    client.set_model_version_tag(name, v2, APPROVED_AT, "yesterday")
-    with pytest.raises(PromotionRefused, match="not an ISO 8601 time"):
-        promote_challenger(params, "topic")
+    with pytest.raises(PromotionRefused, match="not approved"):
+        promote_challenger(params, "topic", promoted_by="promote-flow")
+    with pytest.raises(PromotionRefused, match="'ops' requested the promotion"):
+        approve_version(params, "topic", "ops")
+    approve_version(params, "topic", "promote-flow")
+    with pytest.raises(PromotionRefused, match="'promote-flow' runs the promotion"):
+        promote_challenger(params, "topic", promoted_by="promote-flow")
+    approve_version(params, "topic", "jane.doe")
+    client.set_model_version_tag(name, v2, EVIDENCE, '{"cases": 10000}')  # evidence edited
+    with pytest.raises(PromotionRefused, match="does not match this version's evidence"):
+        promote_challenger(params, "topic", promoted_by="promote-flow")
+    assert aliases_of(client, name)[CHAMPION] == v1
 
 
 def test_approved_promotion_moves_champion_and_records_the_audit(params, stage_dir) -> None:
@@ -139,8 +150,9 @@ def test_approved_promotion_moves_champion_and_records_the_audit(params, stage_d
     decision = winning_decision(params)
     request_promotion(params, "topic", decision)
     client = registry_client(params)
-    client.set_model_version_tag(name, v2, TAG, "jane.doe")  # no approved_at: promote stamps it
     before = datetime.now(UTC).replace(microsecond=0)
+    approval = approve_request(params, "topic", v2, reviewer="jane.doe")
+    assert approval.store == UNAUTHENTICATED
     moved = promote_challenger(params, "topic", promoted_by="promote-flow")
 
     assert (moved.version, moved.previous, moved.approved_by) == (v2, v1, "jane.doe")
@@ -159,6 +171,8 @@ def test_approved_promotion_moves_champion_and_records_the_audit(params, stage_d
     )
     assert run.data.tags["casepilot.event"] == "promotion"
     assert run.data.tags["casepilot.approved_by"] == "jane.doe"
+    assert run.data.tags["casepilot.approval_store"] == UNAUTHENTICATED
+    assert run.data.tags["casepilot.approval_run_id"] == approval.run_id
     assert run.data.tags["casepilot.previous_champion"] == v1
     assert run.data.metrics["p_value"] == pytest.approx(decision.p_value)
     assert run.data.metrics["challenger_match_rate"] == pytest.approx(0.9)
@@ -268,8 +282,12 @@ def test_cli_promote_refuses_without_approval_and_rolls_back(
     assert refused.exit_code == 1 and "no promotion request" in said(refused)
     request_promotion(params, "topic", winning_decision(params))
     refused = runner.invoke(app, ["promote", *args])
-    assert refused.exit_code == 1 and f"sets the tag `{TAG}`" in said(refused)
-    approve_version(params, "topic", "jane.doe")
+    assert refused.exit_code == 1 and f"casepilot approve topic --version {v2}" in said(refused)
+    approve = ["approve", "topic", "--version", v2, "--yes", "--params", str(params_file)]
+    approved = runner.invoke(app, [*approve, "--reviewer", "jane.doe"])
+    assert approved.exit_code == 0, approved.output
+    assert "approved by jane.doe (unauthenticated store)" in said(approved)
+    assert "challenger match rate" in approved.output  # the evidence is shown first
     promoted = runner.invoke(app, ["promote", "--yes", "--params", str(params_file)])  # all
     assert promoted.exit_code == 0, promoted.output
     assert "jane.doe" in promoted.output

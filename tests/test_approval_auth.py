@@ -24,10 +24,18 @@ from pipelines.approval import (
     REQUEST_RUN,
     PromotionRefused,
     SignIn,
+    UnapprovedChampion,
     approve_request,
+    refuse_unapproved_champion,
     request_promotion,
 )
-from pipelines.approval_ledger import AUTHENTICATED, ROOT, read_ledgers, signed_in
+from pipelines.approval_ledger import (
+    AUTHENTICATED,
+    ROOT,
+    read_ledgers,
+    signed_in,
+    stored_sign_in,
+)
 from pipelines.config import Params, params_from_mapping
 from pipelines.home import Home
 from pipelines.registry import (
@@ -39,7 +47,7 @@ from pipelines.registry import (
     registry_client,
 )
 
-pytestmark = pytest.mark.slow  # one real MLflow server with sign-in for the module (~1 min)
+pytestmark = pytest.mark.slow  # one real MLflow server with sign-in for the module
 STAGE = "topic"
 
 
@@ -52,7 +60,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Params, o
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         patch.delenv(key, raising=False)
     creds = mlflow_auth.load_or_create_credentials(home)
-    info = start_mlflow_server(params, auth_env=mlflow_auth.server_env(home, creds))
+    info = start_mlflow_server(params, auth_env=mlflow_auth.server_env(home, creds), timeout_s=240)
     try:
         mlflow_auth.ensure_registry_users(info.url, creds)
         yield params, creds, info.url
@@ -187,6 +195,18 @@ def test_only_a_reviewer_other_than_requester_and_promoter_can_approve(signed) -
     assert audit["casepilot.approval_store"] == AUTHENTICATED
     assert audit[APPROVAL_RUN] == approved.run_id
 
+    # the loader: a signed champion loads; one moved by hand with a tag (or a borrowed approval
+    # run) is refused, though the promoter may set tags and aliases
+    refuse_unapproved_champion(params, STAGE, client.get_model_version(name, v3))
+    with signed_in(promoter):
+        by_hand = registry_client(params)
+        by_hand.set_registered_model_alias(name, CHAMPION, v2)
+        with pytest.raises(UnapprovedChampion, match="no signed approval"):
+            refuse_unapproved_champion(params, STAGE, by_hand.get_model_version(name, v2))
+        by_hand.set_model_version_tag(name, v2, APPROVAL_RUN, approved.run_id)
+        with pytest.raises(UnapprovedChampion, match=f"approves {name} v{v3}, not this version"):
+            refuse_unapproved_champion(params, STAGE, by_hand.get_model_version(name, v2))
+
 
 def test_the_registry_and_the_server_log_hold_no_secret(signed) -> None:
     """After the approvals above: no password or key in any tag, param, description or log."""
@@ -222,7 +242,10 @@ def test_credentials_are_never_in_a_repr(signed) -> None:
 
 
 def test_the_secrets_file_is_0600_in_a_0700_folder(signed) -> None:
-    params, _, _ = signed
+    params, creds, _ = signed
     path = mlflow_auth.secrets_file(params.home)
     assert path.stat().st_mode & 0o777 == 0o600
     assert Path(path).parent.stat().st_mode & 0o777 == 0o700
+    assert stored_sign_in(params.home) == as_user(creds, "reviewer")  # what the demo signs in as
+    with pytest.raises(PermissionError, match="no stored password for MLflow user 'mallory'"):
+        stored_sign_in(params.home, "mallory")
