@@ -136,12 +136,10 @@ def approve_as_reviewer(
     The password comes from the secrets file `casepilot up` wrote; the approval is a run in the
     reviewer's own approvals ledger, bound to the version and the SHA-256 of its evidence.
     """
-    from flows.mlflow_auth import REVIEWER
-    from flows.mlflow_auth import load_or_create_credentials as credentials
     from pipelines.approval import approve_request
-    from pipelines.approval_ledger import SignIn
+    from pipelines.approval_ledger import stored_sign_in
 
-    reviewer = SignIn(REVIEWER, credentials(params.home).password(REVIEWER))
+    reviewer = stored_sign_in(params.home, "reviewer")
 
     console.print(
         Panel.fit(
