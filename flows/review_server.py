@@ -128,10 +128,17 @@ def _env(home: Home, account: Account) -> dict[str, str]:
     }
 
 
+def _launcher() -> list[str]:
+    """[python, label-studio]: the script through its own interpreter, so /proc shows this argv
+    (flows/stack.py recognises its process groups by their command lines)."""
+    script = studio_bin()
+    return [str(script.parent / "python"), str(script)]
+
+
 def init_commands(params: Params) -> list[tuple[list[str], dict[str, str]]]:
     """`label-studio init` per account (admin first: it creates the organisation); idempotent."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
-    base = [str(studio_bin()), "init", "--quiet", "--data-dir", str(data_dir(params.home)),
+    base = [*_launcher(), "init", "--quiet", "--data-dir", str(data_dir(params.home)),
             "--enable-legacy-api-token", "--log-level", "ERROR"]  # fmt: skip
     accounts = [creds.admin, *(creds.reviewers[n] for n in params.review.reviewers)]
     return [(base, _env(params.home, account)) for account in accounts]
@@ -140,7 +147,7 @@ def init_commands(params: Params) -> list[tuple[list[str], dict[str, str]]]:
 def start_command(params: Params) -> tuple[list[str], dict[str, str]]:
     """The server's command line and environment: 127.0.0.1:`review.port`, no browser."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
-    command = [str(studio_bin()), "start", "--no-browser", "--internal-host", stack.HOST,
+    command = [*_launcher(), "start", "--no-browser", "--internal-host", stack.HOST,
                "--port", str(params.review.port), "--data-dir", str(data_dir(params.home)),
                "--enable-legacy-api-token", "--log-level", "WARNING"]  # fmt: skip
     return command, _env(params.home, creds.admin)

@@ -6,8 +6,9 @@ probability (`monitoring.review_sample`), adjusted per stratum for sampled items
 (treated as missing at random inside their stratum). Its variance is the stratified
 without-replacement variance of the linearised values u = z (y - R) / sum(w z):
 V = sum_h N_h^2 (1 - n_h/N_h) s_h^2(u) / n_h. The interval is Wilson's score interval on the
-effective sample size R(1-R)/V with a Student-t quantile on n - H degrees of freedom (Kish; Korn
-& Graubard 1998), which stays inside [0, 1] and keeps its coverage near 0 or 1.
+effective sample size min(R(1-R)/V, n) (design effect floored at 1, as NCHS does for survey
+proportions) with a Student-t quantile on n - H degrees of freedom (Kish; Korn & Graubard 1998):
+it stays inside [0, 1] and keeps its coverage where a rare error sits in a few strata.
 
 `label_free_calibration` compares the label-free average-confidence estimates the monitor logs
 (`monitoring.online.estimated_accuracy`) with the reviewed ones and corrects them by the mean
@@ -97,7 +98,9 @@ def ratio_estimate(
     variance = _stratified_variance(frame, u)
     df = len(frame) - frame["stratum"].nunique()
     q = _t_quantile(df, alpha)
-    n_eff = value * (1 - value) / variance if variance > 0 else float(cases)
+    # design effect floored at 1 (NCHS practice, Parker et al. 2017): a stratum whose few
+    # sampled items happen to agree shows no variance, which must not narrow the interval
+    n_eff = min(value * (1 - value) / variance, cases) if variance > 0 else float(cases)
     n_eff = max(n_eff, 1e-9)
     centre = (value + q**2 / (2 * n_eff)) / (1 + q**2 / n_eff)
     half = q / (1 + q**2 / n_eff) * math.sqrt(value * (1 - value) / n_eff + q**2 / (4 * n_eff**2))
