@@ -136,16 +136,18 @@ def _launcher() -> list[str]:
 
 
 def init_commands(params: Params) -> list[tuple[list[str], dict[str, str]]]:
-    """`label-studio init` per account (admin first: it creates the organisation); idempotent."""
+    """`label-studio init` per reviewer account (the first creates the database and the
+    organisation; `start` adds the admin): one Django boot each, so run once per data folder."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
     base = [*_launcher(), "init", "--quiet", "--data-dir", str(data_dir(params.home)),
             "--enable-legacy-api-token", "--log-level", "ERROR"]  # fmt: skip
-    accounts = [creds.admin, *(creds.reviewers[n] for n in params.review.reviewers)]
+    accounts = [creds.reviewers[n] for n in params.review.reviewers]
     return [(base, _env(params.home, account)) for account in accounts]
 
 
 def start_command(params: Params) -> tuple[list[str], dict[str, str]]:
-    """The server's command line and environment: 127.0.0.1:`review.port`, no browser."""
+    """The server's command line and environment: 127.0.0.1:`review.port`, no browser; it
+    creates the admin account from LABEL_STUDIO_USERNAME/PASSWORD/USER_TOKEN if missing."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
     command = [*_launcher(), "start", "--no-browser", "--internal-host", stack.HOST,
                "--port", str(params.review.port), "--data-dir", str(data_dir(params.home)),
