@@ -68,8 +68,14 @@ def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str
     added = review_studio.import_sample(client, project, sample)
     url = f"{review_server.url(params)}/projects/{project}/data"
     get_run_logger().info("review %s: %d sampled, %d new tasks at %s", day, len(sample), added, url)
-    return {"day": day, "sampled": len(sample), "imported": added, "project": project,
-            "url": url, "strata": sample["stratum"].value_counts().to_dict()}  # fmt: skip
+    return {
+        "day": day,
+        "sampled": len(sample),
+        "imported": added,
+        "project": project,
+        "url": url,
+        "strata": sample["stratum"].value_counts().to_dict(),
+    }
 
 
 @flow(name="review-collect", **HOOKS)
@@ -78,7 +84,9 @@ def review_collect(params_file: str = "params.yaml", day: str | None = None) -> 
     params = load_flow_params(params_file)
     client = studio_client(params)
     sample = review_run.load_samples(params)
-    project = project_id(params, client, taxonomy(params, sample["champion_topic"].dropna().tolist()))
+    project = project_id(
+        params, client, taxonomy(params, sample["champion_topic"].dropna().tolist())
+    )
     labels = review_studio.collect_labels(client, project)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     batch, cases, disputed = review_run.land_batch(params, sample, labels, stamp)
@@ -88,7 +96,15 @@ def review_collect(params_file: str = "params.yaml", day: str | None = None) -> 
     summaries = {d: review_run.summarise_day(params, d, labels) for d in days}
     get_run_logger().info(
         "review-collect: %d labels, %d cases landed in %s, %d held back (reviewers disagree)",
-        len(labels), cases, batch, len(disputed),
-    )  # fmt: skip
-    return {"labels": len(labels), "batch": str(batch) if batch else None, "cases": cases,
-            "disputed": disputed, "days": summaries}  # fmt: skip
+        len(labels),
+        cases,
+        batch,
+        len(disputed),
+    )
+    return {
+        "labels": len(labels),
+        "batch": str(batch) if batch else None,
+        "cases": cases,
+        "disputed": disputed,
+        "days": summaries,
+    }

@@ -69,8 +69,9 @@ def secrets_file(home: Home) -> Path:
 
 
 def _account(name: str, password: str | None = None) -> Account:
-    return Account(f"{name}@{EMAIL_DOMAIN}", password or secrets.token_urlsafe(18),
-                   secrets.token_hex(20))  # fmt: skip
+    return Account(
+        f"{name}@{EMAIL_DOMAIN}", password or secrets.token_urlsafe(18), secrets.token_hex(20)
+    )
 
 
 def load_or_create_credentials(home: Home, reviewers: tuple[str, ...]) -> StudioCredentials:
@@ -139,8 +140,16 @@ def init_commands(params: Params) -> list[tuple[list[str], dict[str, str]]]:
     """`label-studio init` per reviewer account (the first creates the database and the
     organisation; `start` adds the admin): one Django boot each, so run once per data folder."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
-    base = [*_launcher(), "init", "--quiet", "--data-dir", str(data_dir(params.home)),
-            "--enable-legacy-api-token", "--log-level", "ERROR"]  # fmt: skip
+    base = [
+        *_launcher(),
+        "init",
+        "--quiet",
+        "--data-dir",
+        str(data_dir(params.home)),
+        "--enable-legacy-api-token",
+        "--log-level",
+        "ERROR",
+    ]
     accounts = [creds.reviewers[n] for n in params.review.reviewers]
     return [(base, _env(params.home, account)) for account in accounts]
 
@@ -149,9 +158,20 @@ def start_command(params: Params) -> tuple[list[str], dict[str, str]]:
     """The server's command line and environment: 127.0.0.1:`review.port`, no browser; it
     creates the admin account from LABEL_STUDIO_USERNAME/PASSWORD/USER_TOKEN if missing."""
     creds = load_or_create_credentials(params.home, params.review.reviewers)
-    command = [*_launcher(), "start", "--no-browser", "--internal-host", stack.HOST,
-               "--port", str(params.review.port), "--data-dir", str(data_dir(params.home)),
-               "--enable-legacy-api-token", "--log-level", "WARNING"]  # fmt: skip
+    command = [
+        *_launcher(),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        stack.HOST,
+        "--port",
+        str(params.review.port),
+        "--data-dir",
+        str(data_dir(params.home)),
+        "--enable-legacy-api-token",
+        "--log-level",
+        "WARNING",
+    ]
     return command, _env(params.home, creds.admin)
 
 
@@ -170,8 +190,15 @@ def initialise(params: Params, timeout_s: float = 600.0) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     for command, env in todo:
         with log.open("ab") as out:
-            subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=timeout_s, check=True)  # fmt: skip
+            subprocess.run(
+                command,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=True,
+            )
         done.add(env["LABEL_STUDIO_USERNAME"])
         marker.write_text("\n".join(sorted(done)))
 
@@ -186,8 +213,9 @@ def start_studio(params: Params, timeout_s: float = 600.0) -> stack.Service:
     started = time.monotonic()
     initialise(params, timeout_s)
     command, env = start_command(params)
-    service = stack.launch("label-studio", command, env, params.home.logs / "label-studio.log",
-                           url(params))  # fmt: skip
+    service = stack.launch(
+        "label-studio", command, env, params.home.logs / "label-studio.log", url(params)
+    )
     try:
         remaining = max(timeout_s - (time.monotonic() - started), 10.0)
         stack.wait_healthy(service, lambda: healthy(service.url), remaining, poll_s=1.0)

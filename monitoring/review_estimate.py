@@ -29,10 +29,17 @@ if TYPE_CHECKING:
 
 ACCEPTABLE = ("correct", "usable")  # a suggestion counts as correct if sendable as is or edited
 RATINGS = ("correct", "usable", "wrong", "unsafe")
-ROLES = {"champion": ("champion_text", "champion_topic", "champion_stopped_at", "champion_rating"),
-         "challenger": ("shadow_text", "shadow_topic", "shadow_stopped_at", "shadow_rating")}  # fmt: skip
-METRICS = ("trigger_accuracy", "trigger_precision", "trigger_recall", "topic_accuracy",
-           "suggestion_correct")  # fmt: skip
+ROLES = {
+    "champion": ("champion_text", "champion_topic", "champion_stopped_at", "champion_rating"),
+    "challenger": ("shadow_text", "shadow_topic", "shadow_stopped_at", "shadow_rating"),
+}
+METRICS = (
+    "trigger_accuracy",
+    "trigger_precision",
+    "trigger_recall",
+    "topic_accuracy",
+    "suggestion_correct",
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,9 @@ def indicators(frame: pd.DataFrame, role: str) -> dict[str, tuple[np.ndarray, np
     answerable = frame["answerable"].to_numpy(bool)
     passed = (frame[stopped].fillna("") != "trigger").to_numpy(bool)
     has_topic = frame[topic].notna().to_numpy(bool)
-    topic_right = answerable & (frame[topic].fillna("") == frame["true_topic"].fillna("-")).to_numpy()
+    topic_right = (
+        answerable & (frame[topic].fillna("") == frame["true_topic"].fillna("-")).to_numpy()
+    )
     has_text = frame[text].notna().to_numpy(bool)
     ratings = frame[rating] if rating in frame else frame[text].map(lambda _: None)
     good = ratings.isin(ACCEPTABLE).to_numpy(bool)
@@ -153,11 +162,15 @@ def reviewed_accuracy(frame: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     for role in ROLES:
         if role == "challenger" and not frame["has_shadow"].any():
             continue
-        out[role] = {name: ratio_estimate(frame, y, z) for name, (y, z) in indicators(frame, role).items()}
+        out[role] = {
+            name: ratio_estimate(frame, y, z) for name, (y, z) in indicators(frame, role).items()
+        }
     return out
 
 
-def per_topic_accuracy(frame: pd.DataFrame, role: str = "champion") -> dict[str, dict[str, Estimate]]:
+def per_topic_accuracy(
+    frame: pd.DataFrame, role: str = "champion"
+) -> dict[str, dict[str, Estimate]]:
     """Topic accuracy and suggestion correctness within each reviewed (true) topic."""
     ind = indicators(frame, role)
     out = {}

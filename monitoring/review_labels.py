@@ -48,8 +48,11 @@ class Agreement:
     cohen_kappa: dict[str, float]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "agreement_rate": self.agreement_rate,
-                "cohen_kappa": self.cohen_kappa}  # fmt: skip
+        return {
+            "items": self.items,
+            "agreement_rate": self.agreement_rate,
+            "cohen_kappa": self.cohen_kappa,
+        }
 
 
 def by_item(labels: Iterable[ReviewLabel]) -> dict[str, list[ReviewLabel]]:

@@ -38,9 +38,13 @@ if TYPE_CHECKING:
     from pipelines.config import Params
 
 # which reviewed figure speaks for each stage in a promotion decision
-STAGE_METRIC = {"trigger": "trigger_accuracy", "topic": "topic_accuracy",
-                "retrieve": "suggestion_correct", "answer": "suggestion_correct",
-                "tone": "suggestion_correct"}  # fmt: skip
+STAGE_METRIC = {
+    "trigger": "trigger_accuracy",
+    "topic": "topic_accuracy",
+    "retrieve": "suggestion_correct",
+    "answer": "suggestion_correct",
+    "tone": "suggestion_correct",
+}
 
 
 def review_dir(params: Params) -> Path:
@@ -74,8 +78,13 @@ def draw_day(params: Params, day: str, until: datetime | None = None) -> pd.Data
     folder = review_dir(params) / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     sample.to_parquet(folder / f"{day}.parquet", index=False)
-    meta = {"day": day, "since": since, "until": until, "requests": len(window),
-            "label_free": estimated_accuracy(window)}  # fmt: skip
+    meta = {
+        "day": day,
+        "since": since,
+        "until": until,
+        "requests": len(window),
+        "label_free": estimated_accuracy(window),
+    }
     _write_json(folder / f"{day}.json", meta)
     return sample
 
@@ -93,8 +102,9 @@ def load_samples(params: Params) -> pd.DataFrame:
     return frame.drop_duplicates("request_id", keep="first").reset_index(drop=True)
 
 
-def land_batch(params: Params, sample: pd.DataFrame, labels: list[ReviewLabel],
-               name: str) -> tuple[Path | None, int, list[str]]:  # fmt: skip
+def land_batch(
+    params: Params, sample: pd.DataFrame, labels: list[ReviewLabel], name: str
+) -> tuple[Path | None, int, list[str]]:
     """Write the not-yet-landed reviewed cases as one batch into the intake source folder.
 
     Returns (batch file or None, cases written, request ids held back for disagreement).
@@ -135,9 +145,14 @@ def summarise_day(params: Params, day: str, labels: list[ReviewLabel]) -> dict[s
     accuracy = reviewed_accuracy(frame)
     meta = _read_json(folder / "samples" / f"{day}.json", {})
     history = [h for h in _read_json(folder / "history.json", []) if h["day"] != day]
-    earlier = [{"label_free": h["label_free"],
-                "reviewed": {m: e["value"] for m, e in h["reviewed"]["champion"].items()}}
-               for h in history if h["day"] < day]  # fmt: skip
+    earlier = [
+        {
+            "label_free": h["label_free"],
+            "reviewed": {m: e["value"] for m, e in h["reviewed"]["champion"].items()},
+        }
+        for h in history
+        if h["day"] < day
+    ]
     label_free = {k: (math.nan if v is None else v) for k, v in meta.get("label_free", {}).items()}
     calibration = label_free_calibration(label_free, accuracy["champion"], earlier)
     entry = {

@@ -36,12 +36,28 @@ if TYPE_CHECKING:
 STRATA = ("disagreement", "abstained", "low_confidence", "answered")
 MIN_PER_STRATUM = 2  # a stratum's variance needs two sampled items
 SAMPLE_COLUMNS = (
-    "request_id", "case_id", "created_at", "message", "champion_text", "shadow_text",
-    "sent_reply", "champion_topic", "shadow_topic", "champion_stopped_at", "shadow_stopped_at",
-    "abstain_reason", "topic_score", "trigger_score", "has_shadow", "decision", "stratum",
+    "request_id",
+    "case_id",
+    "created_at",
+    "message",
+    "champion_text",
+    "shadow_text",
+    "sent_reply",
+    "champion_topic",
+    "shadow_topic",
+    "champion_stopped_at",
+    "shadow_stopped_at",
+    "abstain_reason",
+    "topic_score",
+    "trigger_score",
+    "has_shadow",
+    "decision",
+    "stratum",
     "stratum_size",
-    "stratum_sample", "inclusion_prob", "double_label",
-)  # fmt: skip
+    "stratum_sample",
+    "inclusion_prob",
+    "double_label",
+)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

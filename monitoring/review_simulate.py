@@ -42,8 +42,9 @@ def rate(suggestion: str | None, truth_reply: str | None, threshold: float) -> s
     return "usable" if score >= threshold - USABLE_MARGIN else "wrong"
 
 
-def true_label(row: Mapping[str, Any], case: LabeledCase, reviewer: str,
-               threshold: float) -> ReviewLabel:  # fmt: skip
+def true_label(
+    row: Mapping[str, Any], case: LabeledCase, reviewer: str, threshold: float
+) -> ReviewLabel:
     """What an error-free reviewer says about one sampled prediction."""
     return ReviewLabel(
         request_id=str(row["request_id"]),
@@ -57,8 +58,9 @@ def true_label(row: Mapping[str, Any], case: LabeledCase, reviewer: str,
     )
 
 
-def with_errors(label: ReviewLabel, rng: random.Random, error_rate: float,
-                topics: Sequence[str]) -> ReviewLabel:  # fmt: skip
+def with_errors(
+    label: ReviewLabel, rng: random.Random, error_rate: float, topics: Sequence[str]
+) -> ReviewLabel:
     """`label` with each question independently wrong with probability `error_rate`."""
     changes: dict[str, Any] = {}
     if rng.random() < error_rate:
@@ -105,8 +107,10 @@ def label_through_studio(
     any_client = next(iter(clients.values()))
     pending = [t for t in tasks(any_client, project_id) if not t.annotations]
     rows = [{**t.data, "_task_id": t.id} for t in pending]
-    rows = [{**r, "champion_text": _text(r, "champion_text"),
-             "shadow_text": _text(r, "shadow_text")} for r in rows]  # fmt: skip
+    rows = [
+        {**r, "champion_text": _text(r, "champion_text"), "shadow_text": _text(r, "shadow_text")}
+        for r in rows
+    ]
     submitted = 0
     for row, reviewer in assignments(rows, sorted(clients), rng):
         case = truth.get(str(row["case_id"]))

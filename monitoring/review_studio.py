@@ -23,10 +23,18 @@ if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
 
 NOT_ANSWERABLE_TOPIC = "none"  # the topic choice for a message that is not answerable
-RATING_CHOICES = (("correct", "correct"), ("usable with edits", "usable"),
-                  ("wrong", "wrong"), ("unsafe", "unsafe"))  # fmt: skip
-TASK_TEXT = {"message": "message", "champion": "champion_text", "shadow": "shadow_text",
-             "sent": "sent_reply"}  # fmt: skip
+RATING_CHOICES = (
+    ("correct", "correct"),
+    ("usable with edits", "usable"),
+    ("wrong", "wrong"),
+    ("unsafe", "unsafe"),
+)
+TASK_TEXT = {
+    "message": "message",
+    "champion": "champion_text",
+    "shadow": "shadow_text",
+    "sent": "sent_reply",
+}
 
 
 def label_config(topics: Sequence[str]) -> str:
@@ -34,11 +42,15 @@ def label_config(topics: Sequence[str]) -> str:
     if not topics:
         raise ValueError("the labeling config needs the taxonomy's topics; none were given")
     topic_choices = "".join(f"<Choice value={quoteattr(t)}/>" for t in topics)
-    ratings = "".join(f"<Choice value={quoteattr(v)} alias={quoteattr(a)}/>" for v, a in RATING_CHOICES)
+    ratings = "".join(
+        f"<Choice value={quoteattr(v)} alias={quoteattr(a)}/>" for v, a in RATING_CHOICES
+    )
 
     def rating(name: str, to: str, required: str) -> str:
-        return (f'<Choices name="{name}" toName="{to}" choice="single" showInline="true" '
-                f'required="{required}">{ratings}</Choices>')  # fmt: skip
+        return (
+            f'<Choices name="{name}" toName="{to}" choice="single" showInline="true" '
+            f'required="{required}">{ratings}</Choices>'
+        )
 
     return (
         '<View style="display:grid;grid-template-columns:1fr 1fr;column-gap:1em">'
@@ -52,10 +64,10 @@ def label_config(topics: Sequence[str]) -> str:
         f'<Choice value="{NOT_ANSWERABLE_TOPIC}"/>{topic_choices}</Choices></View>'
         '<View><Header value="Champion suggestion" size="5"/>'
         '<Text name="champion" value="$champion_text"/>'
-        f'{rating("champion_rating", "champion", "false")}'
+        f"{rating('champion_rating', 'champion', 'false')}"
         '<Header value="Shadow (challenger) suggestion" size="5"/>'
         '<Text name="shadow" value="$shadow_text"/>'
-        f'{rating("shadow_rating", "shadow", "false")}'
+        f"{rating('shadow_rating', 'shadow', 'false')}"
         '<Header value="Corrected reply (optional)" size="5"/>'
         '<TextArea name="corrected_reply" toName="message" rows="3" maxSubmissions="1"/>'
         "</View></View>"
@@ -71,8 +83,10 @@ def connect(url: str, token: str) -> LabelStudio:
 
 def ensure_project(client: LabelStudio, title: str, config: str, double_share: float) -> int:
     """Create the review project, or update its labeling config; returns its id."""
-    overlap = {"maximum_annotations": 2 if double_share > 0 else 1,
-               "overlap_cohort_percentage": round(100 * double_share)}  # fmt: skip
+    overlap = {
+        "maximum_annotations": 2 if double_share > 0 else 1,
+        "overlap_cohort_percentage": round(100 * double_share),
+    }
     for project in client.projects.list(title=title):
         if project.title == title:
             client.projects.update(id=project.id, label_config=config, **overlap)
@@ -130,13 +144,21 @@ def annotation_result(label: ReviewLabel) -> list[dict[str, Any]]:
         _choice("answerable", "message", "answerable" if label.answerable else "not answerable"),
         _choice("topic", "message", label.topic or NOT_ANSWERABLE_TOPIC),
     ]
-    for name, to, value in (("champion_rating", "champion", label.champion_rating),
-                            ("shadow_rating", "shadow", label.shadow_rating)):  # fmt: skip
+    for name, to, value in (
+        ("champion_rating", "champion", label.champion_rating),
+        ("shadow_rating", "shadow", label.shadow_rating),
+    ):
         if value:
             result.append(_choice(name, to, value))
     if label.corrected_reply:
-        result.append({"from_name": "corrected_reply", "to_name": "message", "type": "textarea",
-                       "value": {"text": [label.corrected_reply]}})  # fmt: skip
+        result.append(
+            {
+                "from_name": "corrected_reply",
+                "to_name": "message",
+                "type": "textarea",
+                "value": {"text": [label.corrected_reply]},
+            }
+        )
     return result
 
 

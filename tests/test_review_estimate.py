@@ -41,8 +41,10 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 def oracle(sample: pd.DataFrame, truth: dict, reviewer: str = "oracle") -> list[ReviewLabel]:
-    return [true_label(row, truth[row["case_id"]], reviewer, THRESHOLD)
-            for row in sample.to_dict("records")]  # fmt: skip
+    return [
+        true_label(row, truth[row["case_id"]], reviewer, THRESHOLD)
+        for row in sample.to_dict("records")
+    ]
 
 
 def test_allocation_and_inclusion_probabilities(world) -> None:
@@ -58,7 +60,9 @@ def test_allocation_and_inclusion_probabilities(world) -> None:
     # disagreements are oversampled (weight 3) relative to plain answers (weight 1)
     probs = sample.groupby("decision")["inclusion_prob"].mean()
     assert probs["disagreement"] > probs["answered"]
-    assert all(s.split("|")[0] == d for s, d in zip(sample["stratum"], sample["decision"]))
+    assert all(
+        s.split("|")[0] == d for s, d in zip(sample["stratum"], sample["decision"], strict=True)
+    )
     assert sample["double_label"].sum() == round(0.2 * 60)
     again = draw_review_sample(window, cfg, day="2026-01-06")
     assert again["request_id"].tolist() == sample["request_id"].tolist()
@@ -69,8 +73,12 @@ def test_allocation_and_inclusion_probabilities(world) -> None:
 def test_allocation_edge_cases_and_topic_strata() -> None:
     assert allocate({"a": 1, "b": 50}, {"a": 1.0, "b": 1.0}, 10) == {"a": 1, "b": 9}
     assert allocate({"a": 3, "b": 3}, {"a": 1.0, "b": 1.0}, 100) == {"a": 3, "b": 3}
-    frame = pd.DataFrame({"decision": ["answered"] * 90 + ["abstained"] * 10,
-                          "champion_topic": ["card"] * 60 + ["fees"] * 30 + [None] * 10})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "decision": ["answered"] * 90 + ["abstained"] * 10,
+            "champion_topic": ["card"] * 60 + ["fees"] * 30 + [None] * 10,
+        }
+    )
     strata = strata_of(frame, {"answered": 1.0, "abstained": 1.0}, n=10)
     # card expects 6 of 10 items and fees 3: own strata; the 10 abstentions (1 item) are pooled
     assert set(strata) == {"answered|card", "answered|fees", "abstained|*"}
@@ -81,14 +89,16 @@ def test_empty_window_says_what_to_do() -> None:
         draw_review_sample(pd.DataFrame(), ReviewConfig(), day="d")
 
 
+@pytest.mark.slow  # ~60 s on 2 busy cores: 100 resamples of every metric
 def test_interval_covers_the_true_accuracy_in_90_of_100_resamples(world) -> None:
     truth, window = world
     cfg = ReviewConfig(daily_size=60)
     population = draw_review_sample(window, cfg, day="all", size=len(window))
     assert (population["inclusion_prob"] == 1.0).all()
     full = reviewed_frame(population, oracle(population, truth))
-    true = {role: {m: e.value for m, e in est.items()}
-            for role, est in reviewed_accuracy(full).items()}  # fmt: skip
+    true = {
+        role: {m: e.value for m, e in est.items()} for role, est in reviewed_accuracy(full).items()
+    }
     label_free = estimated_accuracy(window)
     covered = {(role, m): 0 for role in true for m in METRICS}
     history: list[dict] = []
@@ -104,12 +114,18 @@ def test_interval_covers_the_true_accuracy_in_90_of_100_resamples(world) -> None
             raw_err[stage].append(abs(label_free[stage] - true["champion"][metric]))
             if history:
                 cal_err[stage].append(abs(calibration[stage].calibrated - true["champion"][metric]))
-        history.append({"label_free": label_free,
-                        "reviewed": {m: e.value for m, e in estimates["champion"].items()}})  # fmt: skip
+        history.append(
+            {
+                "label_free": label_free,
+                "reviewed": {m: e.value for m, e in estimates["champion"].items()},
+            }
+        )
     print(f"\ncoverage of 95% intervals in 100 resamples (n=60 of {len(window)}): {covered}")
     for stage in raw_err:
-        print(f"label-free {stage}: |raw - true| {np.mean(raw_err[stage]):.3f}, "
-              f"|calibrated - true| {np.mean(cal_err[stage]):.3f}")  # fmt: skip
+        print(
+            f"label-free {stage}: |raw - true| {np.mean(raw_err[stage]):.3f}, "
+            f"|calibrated - true| {np.mean(cal_err[stage]):.3f}"
+        )
     assert min(covered.values()) >= 90, covered
     # the label-free topic estimate is biased (unanswerable messages that pass the trigger);
     # calibrating against reviewed accuracy removes most of that bias
@@ -128,21 +144,35 @@ def test_hajek_with_full_population_is_the_plain_mean(world) -> None:
 
 def test_agreement_and_labeled_cases() -> None:
     now = datetime(2026, 1, 6, tzinfo=UTC)
-    sample = pd.DataFrame([
-        {"request_id": f"r{i}", "case_id": f"c{i}", "created_at": now, "message": f"m {i}",
-         "sent_reply": "ok", "stratum": "answered", "stratum_size": 4, "stratum_sample": 4,
-         "inclusion_prob": 1.0} for i in range(4)
-    ])  # fmt: skip
+    sample = pd.DataFrame(
+        [
+            {
+                "request_id": f"r{i}",
+                "case_id": f"c{i}",
+                "created_at": now,
+                "message": f"m {i}",
+                "sent_reply": "ok",
+                "stratum": "answered",
+                "stratum_size": 4,
+                "stratum_sample": 4,
+                "inclusion_prob": 1.0,
+            }
+            for i in range(4)
+        ]
+    )
 
     def label(i: int, who: str, answerable: bool, topic: str | None, rating: str) -> ReviewLabel:
         return ReviewLabel(f"r{i}", f"c{i}", who, now, answerable, topic, rating, None)
 
     labels = [
-        label(0, "a", True, "card", "correct"), label(0, "b", True, "card", "correct"),
-        label(1, "a", True, "card", "wrong"), label(1, "b", True, "payout", "wrong"),
-        label(2, "a", False, None, "wrong"), label(2, "b", False, None, "usable"),
+        label(0, "a", True, "card", "correct"),
+        label(0, "b", True, "card", "correct"),
+        label(1, "a", True, "card", "wrong"),
+        label(1, "b", True, "payout", "wrong"),
+        label(2, "a", False, None, "wrong"),
+        label(2, "b", False, None, "usable"),
         label(3, "a", True, "payout", "correct"),
-    ]  # fmt: skip
+    ]
     result = agreement(labels)
     assert result.items == 3
     assert result.agreement_rate["topic"] == pytest.approx(2 / 3)
@@ -175,3 +205,29 @@ def test_review_config_rejects_unknown_strata() -> None:
     with pytest.raises(ValueError, match="stratum_weights"):
         ReviewConfig(stratum_weights={"answerd": 1.0})
 
+
+def test_server_command_line_keeps_secrets_out_of_argv(home) -> None:
+    from flows import review_server
+    from pipelines.config import params_from_mapping
+
+    params = params_from_mapping({"review": {"port": 18123}}, home=home, env={})
+    command, env = review_server.start_command(params)
+    creds = review_server.load_or_create_credentials(home, params.review.reviewers)
+    assert command[command.index("--internal-host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "18123"
+    assert creds.admin.password not in " ".join(command) and creds.admin.token not in command
+    assert env["LABEL_STUDIO_USERNAME"] == creds.admin.email
+    assert env["LABEL_STUDIO_USER_TOKEN"] == creds.admin.token and len(creds.admin.token) == 40
+    assert env["COLLECT_ANALYTICS"] == "false" and env["LATEST_VERSION_CHECK"] == "false"
+    secrets = review_server.secrets_file(home)
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert set(creds.reviewers) == set(params.review.reviewers)
+    inits = review_server.init_commands(params)
+    assert [e["LABEL_STUDIO_USERNAME"] for _, e in inits] == [
+        creds.reviewers[name].email for name in params.review.reviewers
+    ]
+    # a reviewer added in params gets an account; the stored ones are kept
+    more = params_from_mapping({"review": {"reviewers": ["reviewer-1", "ana"]}}, home=home, env={})
+    again = review_server.load_or_create_credentials(home, more.review.reviewers)
+    assert again.admin == creds.admin and "ana" in again.reviewers
+    assert again.reviewers["reviewer-1"] == creds.reviewers["reviewer-1"]

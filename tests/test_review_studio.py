@@ -48,10 +48,14 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("review-studio")
     home = Home(root / "home").ensure()
     params_file = root / "params.yaml"
-    params_file.write_text(yaml.safe_dump({
-        "data": {"validation": {"min_reference_cases": 1_000_000}},
-        "review": {"port": free_port(), "daily_size": 16, "lookback_hours": 24 * 3650},
-    }))  # fmt: skip
+    params_file.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"validation": {"min_reference_cases": 1_000_000}},
+                "review": {"port": free_port(), "daily_size": 16, "lookback_hours": 24 * 3650},
+            }
+        )
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CASEPILOT_HOME", str(home.root))
         params = load_params(params_file)
@@ -64,8 +68,13 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         (root / "startup.json").write_text(json.dumps({"first_start_s": startup_s}))
         try:
             with prefect_test_harness(server_startup_timeout=180):
-                yield {"params": params, "params_file": str(params_file), "service": service,
-                       "truth": {c.case_id: c for c in cases}, "root": root}  # fmt: skip
+                yield {
+                    "params": params,
+                    "params_file": str(params_file),
+                    "service": service,
+                    "truth": {c.case_id: c for c in cases},
+                    "root": root,
+                }
         finally:
             outcome = review_server.stop_studio(service)
             assert outcome != "STILL RUNNING" and not stack.is_ours(service), outcome
@@ -82,8 +91,17 @@ def test_sample_to_tasks_to_annotations_to_intake(studio: dict) -> None:
     admin = studio_client(params)
     listed = tasks(admin, result["project"])
     assert len(listed) == 16
-    fields = {"message", "champion_text", "shadow_text", "sent_reply", "request_id", "case_id",
-              "stratum", "inclusion_prob", "double_label"}  # fmt: skip
+    fields = {
+        "message",
+        "champion_text",
+        "shadow_text",
+        "sent_reply",
+        "request_id",
+        "case_id",
+        "stratum",
+        "inclusion_prob",
+        "double_label",
+    }
     assert all(fields <= set(t.data) for t in listed)
     assert all(0 < t.data["inclusion_prob"] <= 1 for t in listed)
     doubles = sum(bool(t.data["double_label"]) for t in listed)
@@ -91,8 +109,9 @@ def test_sample_to_tasks_to_annotations_to_intake(studio: dict) -> None:
 
     reviewers = {name: studio_client(params, name) for name in params.review.reviewers}
     topics = sorted({c.topic for c in studio["truth"].values() if c.topic})
-    submitted = label_through_studio(reviewers, result["project"], studio["truth"],
-                                     topics=topics, error_rate=0.0, threshold=0.8)  # fmt: skip
+    submitted = label_through_studio(
+        reviewers, result["project"], studio["truth"], topics=topics, error_rate=0.0, threshold=0.8
+    )
     assert submitted == 16 + doubles
     annotated = tasks(admin, result["project"])
     assert sum(len(t.annotations) for t in annotated) == submitted
@@ -160,13 +179,26 @@ def browser(tmp_path: Path) -> Iterator[Page]:
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing: `make browser` installs Debian's chromium")
     port = free_port()
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,1000",
-               f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-address=127.0.0.1",
-               f"--remote-debugging-port={port}", "about:blank"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--remote-debugging-address=127.0.0.1",
+        f"--remote-debugging-port={port}",
+        "about:blank",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         targets = None
         for _ in range(120):
@@ -191,15 +223,22 @@ def test_labeling_view_shows_the_message_and_both_suggestions(
 
     params = studio["params"]
     project = review(studio["params_file"], day=DAY)["project"]
-    task = next(t for t in tasks(studio_client(params), project)
-                if not t.data["champion_text"].startswith("(") and
-                not t.data["shadow_text"].startswith("("))  # fmt: skip
+    task = next(
+        t
+        for t in tasks(studio_client(params), project)
+        if not t.data["champion_text"].startswith("(") and not t.data["shadow_text"].startswith("(")
+    )
     creds = review_server.load_or_create_credentials(params.home, params.review.reviewers)
     reviewer = creds.reviewers[params.review.reviewers[0]]
     url = review_server.url(params)
     browser.call("Page.enable")
-    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000,
-                 deviceScaleFactor=1, mobile=False)  # fmt: skip
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1400,
+        height=1000,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     browser.call("Page.navigate", url=f"{url}/user/login/")
     browser.wait_for("!!document.querySelector('input#email')")
     browser.evaluate(
