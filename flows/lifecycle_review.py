@@ -12,7 +12,7 @@ Both talk to the Label Studio server `flows/review_server.py` starts, as its adm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,13 @@ from prefect import flow, get_run_logger
 from flows import review_server
 from flows.lifecycle_hooks import load_flow_params, report_failure
 from monitoring import review_run, review_studio
+from monitoring.review_simulate import label_through_studio
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
 
     from pipelines.config import Params
+    from pipelines.contract import LabeledCase
 
 HOOKS: dict[str, Any] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
@@ -50,12 +52,6 @@ def taxonomy(params: Params, fallback: Sequence[str] = ()) -> list[str]:
     return sorted(topics or {t for t in fallback if t})
 
 
-def project_id(params: Params, client: LabelStudio, topics: Sequence[str]) -> int:
-    config = review_studio.label_config(topics)
-    cfg = params.review
-    return review_studio.ensure_project(client, cfg.project_title, config, cfg.double_label_share)
-
-
 @flow(name="review", **HOOKS)
 def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str, Any]:
     """Sample the day's predictions and put them in front of reviewers in Label Studio."""
@@ -64,7 +60,10 @@ def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str
     sample = review_run.draw_day(params, day)
     client = studio_client(params)
     topics = taxonomy(params, sample["champion_topic"].dropna().tolist())
-    project = project_id(params, client, topics)
+    cfg = params.review
+    project = review_studio.ensure_project(
+        client, cfg.project_title, topics, cfg.double_label_share
+    )
     added = review_studio.import_sample(client, project, sample)
     url = f"{review_server.url(params)}/projects/{project}/data"
     get_run_logger().info("review %s: %d sampled, %d new tasks at %s", day, len(sample), added, url)
@@ -84,9 +83,7 @@ def review_collect(params_file: str = "params.yaml", day: str | None = None) -> 
     params = load_flow_params(params_file)
     client = studio_client(params)
     sample = review_run.load_samples(params)
-    project = project_id(
-        params, client, taxonomy(params, sample["champion_topic"].dropna().tolist())
-    )
+    project = review_studio.project_id(client, params.review.project_title)
     labels = review_studio.collect_labels(client, project)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     batch, cases, disputed = review_run.land_batch(params, sample, labels, stamp)
@@ -108,3 +105,32 @@ def review_collect(params_file: str = "params.yaml", day: str | None = None) -> 
         "disputed": disputed,
         "days": summaries,
     }
+
+
+def simulate_reviewers(
+    params_file: str,
+    truth: Mapping[str, LabeledCase],
+    *,
+    error_rate: float | None = None,
+    seed: int = 0,
+) -> int:
+    """The demo's reviewers: label every open task from the world's truth through the API.
+
+    Each `review.reviewers` account submits with its own token; `error_rate` defaults to
+    `review.demo_error_rate`. Returns the annotations submitted.
+    """
+    params = load_flow_params(params_file)
+    topics = taxonomy(params, [c.topic for c in truth.values() if c.topic])
+    client = studio_client(params)
+    project = review_studio.project_id(client, params.review.project_title)
+    clients = {name: studio_client(params, name) for name in params.review.reviewers}
+    rate = params.review.demo_error_rate if error_rate is None else error_rate
+    return label_through_studio(
+        clients,
+        project,
+        truth,
+        topics=topics,
+        error_rate=rate,
+        threshold=params.monitor.match_threshold,
+        seed=seed,
+    )

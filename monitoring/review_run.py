@@ -230,3 +230,20 @@ def describe(entry: dict[str, Any], metric: str = "suggestion_correct") -> str:
             parts.append(f"{role} {est['value']:.1%} [{est['low']:.1%}, {est['high']:.1%}]")
     cases = entry.get("reviewed_items", 0)
     return f"reviewed {metric.replace('_', ' ')} (n={cases}): " + (", ".join(parts) or "n/a")
+
+
+def reviewed_veto(evidence: dict[str, Any] | None) -> str | None:
+    """The reason a promotion must not be requested on reviewed evidence, or None.
+
+    For `decide_promotion`'s caller: a challenger that wins on match rate but whose reviewed
+    correctness is significantly worse (the paired difference's 95% interval below 0) is refused.
+    """
+    if not evidence or not evidence["loses"]:
+        return None
+    diff, metric = evidence["difference"], evidence["metric"].replace("_", " ")
+    return (
+        f"reviewed {metric}: challenger {evidence['challenger']['value']:.3f} vs champion "
+        f"{evidence['champion']['value']:.3f}, difference {diff['value']:+.3f} "
+        f"[{diff['low']:+.3f}, {diff['high']:+.3f}] on {evidence['cases']} reviewed items "
+        f"({evidence['day']}) - the challenger is worse where people checked"
+    )

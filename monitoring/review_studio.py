@@ -11,10 +11,11 @@ back to the design. The server itself is started by `flows/review_server.py`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import quoteattr, unescape
 
 from monitoring.review_labels import ReviewLabel
 
@@ -81,19 +82,48 @@ def connect(url: str, token: str) -> LabelStudio:
     return LabelStudio(base_url=url, api_key=token)
 
 
-def ensure_project(client: LabelStudio, title: str, config: str, double_share: float) -> int:
-    """Create the review project, or update its labeling config; returns its id."""
+def topics_of(config: str) -> list[str]:
+    """The topic choices of a labeling config made by `label_config`."""
+    block = re.search(r'<Choices name="topic".*?</Choices>', config or "", re.S)
+    values = re.findall(r'<Choice value="([^"]*)"', block.group(0)) if block else []
+    return [unescape(v) for v in values if v != NOT_ANSWERABLE_TOPIC]
+
+
+def find_project(client: LabelStudio, title: str) -> Any | None:
+    """The project called `title`, or None."""
+    return next((p for p in client.projects.list(title=title) if p.title == title), None)
+
+
+def project_id(client: LabelStudio, title: str) -> int:
+    """The review project's id; a clear error when the `review` flow has not created it."""
+    project = find_project(client, title)
+    if project is None:
+        raise LookupError(f"no Label Studio project {title!r}: run the `review` flow first")
+    return int(project.id)
+
+
+def ensure_project(
+    client: LabelStudio, title: str, topics: Sequence[str], double_share: float
+) -> int:
+    """Create the review project, or add new topics to its config (never drop one); its id."""
     overlap = {
         "maximum_annotations": 2 if double_share > 0 else 1,
         "overlap_cohort_percentage": round(100 * double_share),
     }
-    for project in client.projects.list(title=title):
-        if project.title == title:
-            client.projects.update(id=project.id, label_config=config, **overlap)
-            return int(project.id)
+    project = find_project(client, title)
+    if project is not None:
+        known = topics_of(project.label_config)
+        merged = known + sorted(set(topics) - set(known))
+        if merged != known:
+            client.projects.update(id=project.id, label_config=label_config(merged), **overlap)
+        return int(project.id)
     description = "casepilot: daily review sample of served predictions (label_source=review)"
     created = client.projects.create(
-        title=title, label_config=config, description=description, show_skip_button=False, **overlap
+        title=title,
+        label_config=label_config(sorted(set(topics))),
+        description=description,
+        show_skip_button=False,
+        **overlap,
     )
     return int(created.id)
 

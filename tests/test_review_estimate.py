@@ -231,3 +231,44 @@ def test_server_command_line_keeps_secrets_out_of_argv(home) -> None:
     again = review_server.load_or_create_credentials(home, more.review.reviewers)
     assert again.admin == creds.admin and "ana" in again.reviewers
     assert again.reviewers["reviewer-1"] == creds.reviewers["reviewer-1"]
+
+
+def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger(home) -> None:
+    from dataclasses import replace
+
+    from monitoring.review_run import (
+        describe,
+        draw_day,
+        land_batch,
+        latest_values,
+        load_samples,
+        reviewed_evidence,
+        reviewed_veto,
+        summarise_day,
+    )
+    from pipelines.config import params_from_mapping
+    from pipelines.contract import LabeledCase, read_jsonl
+
+    params = params_from_mapping(
+        {"review": {"daily_size": 30, "lookback_hours": 24 * 3650}}, home=home, env={}
+    )
+    cases = world_cases(cases_per_day=60, days=1)
+    served_log(cases, params.prediction_log_url).close()
+    day = "2026-01-05"
+    sample = draw_day(params, day)
+    labels = oracle(sample, {c.case_id: c for c in cases})
+    path, landed, disputed = land_batch(params, load_samples(params), labels, "t1")
+    assert landed == 30 and disputed == [] and path.parent == home.data / "incoming"
+    assert {c.label_source for c in read_jsonl(path, LabeledCase)} == {"review"}
+    assert land_batch(params, load_samples(params), labels, "t2")[1] == 0  # never twice
+    entry = summarise_day(params, day, labels)
+    assert entry["reviewed_items"] == 30 and entry["label_free"]["topic"] > 0
+    assert "reviewed_champion_topic_accuracy_low" in latest_values(params)
+    assert describe(entry).startswith("reviewed suggestion correct (n=30): champion ")
+    evidence = reviewed_evidence(params, "answer")
+    assert evidence["metric"] == "suggestion_correct" and reviewed_veto(evidence) is None
+    worse = [replace(x, shadow_rating="wrong" if x.shadow_rating else None) for x in labels]
+    summarise_day(params, day, worse)
+    evidence = reviewed_evidence(params, "answer")
+    assert evidence["loses"] and evidence["difference"]["high"] < 0
+    assert "worse where people checked" in reviewed_veto(evidence)

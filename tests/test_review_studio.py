@@ -22,7 +22,6 @@ import yaml
 from flows import review_server, stack
 from flows.services import free_port
 from monitoring.review_run import reviewed_evidence
-from monitoring.review_simulate import label_through_studio
 from monitoring.review_studio import tasks
 from pipelines.config import load_params
 from pipelines.home import Home
@@ -81,7 +80,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_sample_to_tasks_to_annotations_to_intake(studio: dict) -> None:
-    from flows.lifecycle_review import review, review_collect, studio_client
+    from flows.lifecycle_review import review, review_collect, simulate_reviewers, studio_client
     from pipelines.intake import data_version, load_accepted, run_intake
 
     params = studio["params"]
@@ -107,11 +106,7 @@ def test_sample_to_tasks_to_annotations_to_intake(studio: dict) -> None:
     doubles = sum(bool(t.data["double_label"]) for t in listed)
     assert doubles == round(0.2 * 16)
 
-    reviewers = {name: studio_client(params, name) for name in params.review.reviewers}
-    topics = sorted({c.topic for c in studio["truth"].values() if c.topic})
-    submitted = label_through_studio(
-        reviewers, result["project"], studio["truth"], topics=topics, error_rate=0.0, threshold=0.8
-    )
+    submitted = simulate_reviewers(studio["params_file"], studio["truth"], error_rate=0.0)
     assert submitted == 16 + doubles
     annotated = tasks(admin, result["project"])
     assert sum(len(t.annotations) for t in annotated) == submitted
