@@ -28,6 +28,10 @@ label-studio: $(LS_VENV)/.installed
 $(LS_VENV)/.installed: | $(VENV)/.installed
 	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(LS_VENV)
 	$(BIN)/uv pip install --python $(LS_VENV)/bin/python --compile-bytecode "label-studio==$(LABEL_STUDIO_VERSION)"
+	# an empty, migrated database each new CASEPILOT_HOME copies (no accounts, no secret in it)
+	rm -rf $(LS_VENV)/template
+	COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false $(LS_VENV)/bin/python $(LS_VENV)/bin/label-studio version --data-dir $(LS_VENV)/template >/dev/null
+	rm -f $(LS_VENV)/template/.env
 	touch $@
 
 demo: install label-studio

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN_ENV = "CASEPILOT_LABEL_STUDIO_BIN"
 ADMIN_PASSWORD_ENV = "CASEPILOT_LABEL_STUDIO_ADMIN_PASSWORD"
 EMAIL_DOMAIN = "casepilot.local"
+DATABASE = "label_studio.sqlite3"  # Label Studio's SQLite file in its data folder
 STUDIO_ENV = {
     "COLLECT_ANALYTICS": "false",
     "LATEST_VERSION_CHECK": "false",
@@ -179,10 +180,27 @@ def healthy(base_url: str) -> bool:
     return stack.http_ok(f"{base_url}/health") is not None
 
 
+def template_database() -> Path:
+    """An empty, fully migrated Label Studio database made by `make label-studio`."""
+    return studio_bin().parents[1] / "template" / DATABASE
+
+
+def _seed_database(folder: Path) -> None:
+    """Copy the migrated template into a new data folder: Label Studio's ~300 migrations take
+    minutes on a busy 2-core machine, and every fresh CASEPILOT_HOME (demo, tests) pays them."""
+    import shutil
+
+    template, target = template_database(), folder / DATABASE
+    if template.is_file() and not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, target)
+
+
 def initialise(params: Params, timeout_s: float = 600.0) -> None:
     """Run the init commands once per data folder (a marker file records the accounts done)."""
     import subprocess
 
+    _seed_database(data_dir(params.home))
     marker = data_dir(params.home) / ".casepilot-accounts"
     done = set(marker.read_text().split()) if marker.is_file() else set()
     todo = [(c, e) for c, e in init_commands(params) if e["LABEL_STUDIO_USERNAME"] not in done]
