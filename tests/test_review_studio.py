@@ -30,6 +30,8 @@ from tests.test_ui_screenshots import CHROMIUM, assert_not_blank
 
 pytestmark = [
     pytest.mark.slow,
+    # Label Studio's first start on a busy 2-core machine: minutes (tests/README figures)
+    pytest.mark.timeout(1800),
     pytest.mark.skipif(
         not (review_server.REPO / ".venv-labelstudio" / "bin" / "label-studio").is_file()
         and not os.environ.get(review_server.BIN_ENV),
