@@ -245,15 +245,32 @@ def test_labeling_view_shows_the_message_and_both_suggestions(
     )
     browser.wait_for("location.pathname.indexOf('/user/login') < 0")
     browser.call("Page.navigate", url=f"{url}/projects/{project}/data?task={task.id}")
-    message = task.data["message"][:40]
-    wanted = [message, task.data["champion_text"][:40], task.data["shadow_text"][:40]]
-    check = " && ".join(f"document.body.innerText.includes({json.dumps(w)})" for w in wanted)
-    browser.wait_for(check, timeout_s=180)
+    wanted = [task.data[key][:40] for key in ("message", "champion_text", "shadow_text")]
+    # the labeling view's own text: the nearest ancestor of our "Champion suggestion" header
+    # that also holds the message header (not the data manager's table of tasks beside it)
+    view = """(() => {
+      const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+      while (walk.nextNode()) {
+        if (walk.currentNode.nodeValue.trim() !== 'Champion suggestion') continue;
+        let e = walk.currentNode.parentElement;
+        for (let i = 0; i < 15 && e; i++, e = e.parentElement) {
+          if (e.innerText.includes('Customer message')) return e.innerText;
+        }
+      }
+      return '';
+    })()"""
+    check = " && ".join(f"{view}.includes({json.dumps(w)})" for w in wanted)
+    browser.wait_for(check, timeout_s=240)
+    browser.wait_for("document.fonts.status === 'loaded'", timeout_s=60)
     png = tmp_path / "label-studio-task.png"
     shot = browser.call("Page.captureScreenshot", format="png")
     png.write_bytes(base64.b64decode(shot["data"]))
-    text = str(browser.evaluate("document.body.innerText"))
+    text = str(browser.evaluate(view))
     png.with_suffix(".txt").write_text(text, encoding="utf-8")
-    assert all(w in text for w in wanted)
-    assert "Champion suggestion" in text and "Shadow (challenger) suggestion" in text
+    assert all(w in text for w in wanted), text
+    assert "Shadow (challenger) suggestion" in text and "Reply the agent sent" in text
+    others = [
+        t.data["message"][:40] for t in tasks(studio_client(params), project) if t.id != task.id
+    ]
+    assert not any(o in text for o in others if o not in wanted[0])  # only this task's view
     assert_not_blank(png)
