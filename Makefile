@@ -8,7 +8,7 @@ TORCH_WHEELS ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(TORCH_WHEELS)/torch-2.13.0+cpu-*.whl),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 UV_INSTALL := $(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(TORCH_SOURCE) -c constraints/cpu.txt
 
-.PHONY: install browser demo test test-fast lint lock clean
+.PHONY: install label-studio browser demo test test-fast lint lock clean
 
 install: $(VENV)/.installed
 
@@ -18,10 +18,26 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(UV_INSTALL) -e '.[dev]'
 	touch $@
 
-demo: install
+# Label Studio (the review queue's UI) in its own tool environment: its ~150 pins never meet the
+# stack's. The project talks to it over HTTP with label-studio-sdk (flows/review_server.py).
+LABEL_STUDIO_VERSION ?= 1.23.2
+LS_VENV ?= .venv-labelstudio
+
+label-studio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed: | $(VENV)/.installed
+	$(BIN)/uv venv --quiet --allow-existing --python $(PYTHON) $(LS_VENV)
+	$(BIN)/uv pip install --python $(LS_VENV)/bin/python --compile-bytecode "label-studio==$(LABEL_STUDIO_VERSION)"
+	# an empty, migrated database each new CASEPILOT_HOME copies (no accounts, no secret in it)
+	rm -rf $(LS_VENV)/template
+	COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false $(LS_VENV)/bin/python $(LS_VENV)/bin/label-studio version --data-dir $(LS_VENV)/template >/dev/null
+	rm -f $(LS_VENV)/template/.env
+	touch $@
+
+demo: install label-studio
 	$(BIN)/casepilot demo
 
-test: install browser
+test: install label-studio browser
 	$(BIN)/python -m pytest
 
 # Debian's headless Chromium for tests/test_ui_screenshots.py (it skips, saying why, without one).
@@ -32,7 +48,7 @@ browser:
 	  || echo "browser: installing chromium failed; the UI screenshot test will skip"; \
 	else echo "browser: no /usr/bin/chromium and no root apt-get to install it; the UI screenshot test will skip"; fi
 
-test-fast: install
+test-fast: install label-studio
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
@@ -43,4 +59,4 @@ lock: install
 	$(BIN)/uv pip freeze --python $(BIN)/python --exclude-editable | grep -v '^casepilot' > constraints/cpu.txt
 
 clean:
-	rm -rf $(VENV) .casepilot
+	rm -rf $(VENV) $(LS_VENV) .casepilot
