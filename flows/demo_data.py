@@ -71,3 +71,8 @@ def traffic_sample(params: Params, day: int, size: int) -> list[LabeledCase]:
         keep = set(random.Random(f"demo-traffic-{day}").sample(range(len(cases)), size))
         cases = [case for i, case in enumerate(cases) if i in keep]
     return cases
+
+
+def truth(params: Params, days: Sequence[int]) -> dict[str, LabeledCase]:
+    """The synthetic world's labeled cases of these days by case id: what reviewers know."""
+    return {c.case_id: c for day in days for c in read_jsonl(day_file(params, day), LabeledCase)}

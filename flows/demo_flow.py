@@ -80,6 +80,29 @@ class Drive:
             step.data = {"traffic": traffic}
         return traffic
 
+    def review(self, since: datetime, days: tuple[int, ...]) -> dict[str, Any]:
+        """The scheduled `review` run puts a sample in Label Studio; the demo's reviewers label
+        it through Label Studio's API (the outside world); the scheduled `review-collect` run
+        brings the labels back through intake and computes the reviewed accuracy."""
+        from flows.lifecycle_review import simulate_reviewers
+
+        with self.summary.step("review queue (Label Studio)") as step:
+            sampled = self.runs.wait_finished(
+                "review", since=since, timeout_s=self.timeouts.wait_s, started_by="schedule"
+            )
+            truth = demo_data.truth(self.params, days)
+            labeled_at = datetime.now(UTC)
+            labels = simulate_reviewers(str(self.setup.params_file), truth, seed=days[-1])
+            collected = self.runs.wait_finished(
+                "review-collect", since=labeled_at, timeout_s=self.timeouts.wait_s,
+                started_by="schedule",
+            )  # fmt: skip
+            reviewed = demo_steps.reviewed_line(self.params)
+            step.result = f"{labels} annotations by the demo's reviewers (automated); {reviewed}"
+            step.by = f"{sampled.line}; {collected.line}"
+            step.data = {"reviewed": reviewed, "annotations": labels}
+        return step.data
+
     def monitor_after(self, since: datetime, name: str) -> dict[str, Any]:
         """The first scheduled `monitor` run after `since`, once finished."""
         with self.summary.step(name) as step:
@@ -110,6 +133,8 @@ class Drive:
             requests = [d for d in decided if d.requested]
             notes = demo_steps.notifications(self.receiver.received())
             step.result = "; ".join(d.line for d in decided) + f"; {len(notes)} notification(s)"
+            if self.summary.find("review queue (Label Studio)"):  # beside the match rate
+                step.result += "; " + demo_steps.reviewed_line(self.params)
             step.by = ", ".join(sorted({d.requested_by for d in decided}))
             step.data = {"decisions": decided, "notifications": notes}
             if not requests:
@@ -226,7 +251,8 @@ def _drift_to_promotion(drive: Drive, summary: DemoSummary) -> None:
         shadowing = drive.service.wait_for_shadow(retrained["registered"], drive.timeouts.wait_s)
         step.result, step.by = f"shadow {shadowing}", "BentoML service (registry alias poll)"
     since = datetime.now(UTC)
-    drive.traffic(shadow_day, "shadow")
+    shadow = drive.traffic(shadow_day, "shadow")
+    drive.review(shadow.until, (*timeline.normal, *timeline.drift, shadow_day))
     requests = drive.requests_and_approval(retrained["registered"])
     if not requests:
         with summary.step("promotion") as step:

@@ -33,11 +33,13 @@ class Decision:
     reason: str
     link: str
     requested_by: str
+    match_rates: str = ""  # "champion 0.270 → challenger 0.640 on 100 shadow cases"
 
     @property
     def line(self) -> str:
         what = "promotion requested" if self.requested else f"rejected ({self.reason})"
-        return f"{self.name} v{self.version}: {what}"
+        rates = f", match rate {self.match_rates}" if self.match_rates else ""
+        return f"{self.name} v{self.version}: {what}{rates}"
 
 
 def _aliases(params: Params) -> dict[str, dict[str, str]]:
@@ -82,9 +84,18 @@ def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision
             found[stage] = Decision(
                 stage, name, version, tags.get(REQUESTED) == "true",
                 tags.get(REJECTED_REASONS, ""), tags.get(LINK, ""),
-                tags.get(DECIDED_BY, "the platform"),
+                tags.get(DECIDED_BY, "the platform"), _match_rates(tags),
             )  # fmt: skip
     return found
+
+
+def _match_rates(tags: Mapping[str, str]) -> str:
+    cases = tags.get("casepilot.evidence.cases", "0")
+    if cases in ("", "0"):
+        return ""
+    champion = tags.get("casepilot.evidence.champion_match_rate", "?")
+    challenger = tags.get("casepilot.evidence.challenger_match_rate", "?")
+    return f"champion {champion} → challenger {challenger} on {cases} shadow cases"
 
 
 def wait_for_decisions(
@@ -176,3 +187,16 @@ def promote_run(runs: Any, since: datetime) -> Any:
     """The promote deployment run that promoted something after `since` (None if not found)."""
     promoted = [r for r in runs.runs("promote", since=since) if "promoted" in r.message]
     return promoted[-1] if promoted else None
+
+
+def reviewed_line(params: Params) -> str:
+    """Today's reviewed correctness (with its 95% interval) for champion and challenger."""
+    import json
+
+    from flows.lifecycle_review import today
+    from monitoring import review_run
+
+    path = review_run.review_dir(params) / "history.json"
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    entry = next((h for h in history if h["day"] == today()), None)
+    return review_run.describe(entry) if entry else "no reviewed items yet"
