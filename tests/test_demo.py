@@ -158,6 +158,9 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     assert retrained is not None and "automation casepilot-retrain-on-drift" in retrained.by
     assert retrained.data["registered"], retrained.result
 
+    review = summary.find("review queue (Label Studio)")
+    assert review is not None and review.data["annotations"] > 0, review
+    assert re.search(r"challenger \d+\.\d% \[\d", review.data["reviewed"]), review.data
     request = summary.find("promotion request")
     assert request is not None and request.status == "done", request
     requested = [d for d in request.data["decisions"] if d.requested]
