@@ -16,6 +16,7 @@ from rich.console import Console
 
 from flows.cli_cascade import predict
 from flows.cli_data import data_app
+from flows.cli_pii import pii_app
 from flows.cli_quantize import quantize
 from flows.cli_registry import mlflow_server_app, promote, register, rollback
 from flows.cli_schedule import schedule
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(pii_app, name="pii")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.command("predict")(predict)

@@ -326,6 +326,14 @@ def test_dvc_repro_reruns_only_what_changed(
     assert "Running stage 'intake'" in first and "Running stage 'validate'" in first
     version = data_version(repo)
     assert version.startswith("dvc:")
+    staging = repo / ".casepilot" / "data" / "staging"
+    assert staging.is_dir() and not any(staging.iterdir())  # raw copies deleted once accepted
+    # Retention emptied `intake`'s output after its hash was locked: the next repro runs
+    # `intake` once more, which pulls nothing (the ledger knows every batch id), and the
+    # accepted data, hence `validate`, is unchanged. From then on nothing runs.
+    settled = repro()
+    assert "Running stage 'validate'" not in settled and "pulled 0 new batch(es)" in settled
+    assert data_version(repo) == version
     again = repro()
     assert "Running stage" not in again
     (incoming / "day-002.jsonl").write_text(

@@ -31,6 +31,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from pipelines.pii.names import NameListRecognizer
+from pipelines.pii.normalize import offline_tld_extractor
 
 if TYPE_CHECKING:
     from pipelines.config import PiiConfig
@@ -58,9 +59,7 @@ _CARD_PATTERNS = [
         r"[-. ]?(\d{3,4})[-. ]?(\d{3,4})[-. ]?(\d{3,5})\b",
         0.3,
     ),
-    Pattern(
-        "Mastercard 2-series", r"\b2[2-7]\d{2}[-. ]?\d{4}[-. ]?\d{4}[-. ]?\d{4}\b", 0.3
-    ),
+    Pattern("Mastercard 2-series", r"\b2[2-7]\d{2}[-. ]?\d{4}[-. ]?\d{4}[-. ]?\d{4}\b", 0.3),
 ]
 _PHONE_SHAPES = [
     Pattern(
@@ -127,14 +126,6 @@ class CaseInsensitiveIbanRecognizer(IbanRecognizer):
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: ANN001, ANN201
         upper = "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
         return super().analyze(upper, entities, nlp_artifacts, regex_flags)
-
-
-@functools.cache
-def offline_tld_extractor():  # noqa: ANN202 - tldextract.TLDExtract
-    import tldextract
-
-    # No suffix-list URLs and no cache dir: tldextract uses the snapshot shipped in its wheel.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 @functools.cache

@@ -15,6 +15,7 @@ leaves everything that is not PII byte-for-byte unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -69,6 +70,34 @@ def normalize(text: str) -> Normalized:
     return _rewrite_emails(normalized)
 
 
+def normalized_text(text: str) -> str:
+    """The normalised text alone, without the offset map: the fast path for scanning files."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text.translate(_format_and_dashes()))
+    edits = _email_edits(text)
+    if not edits:
+        return text
+    pieces, position = [], 0
+    for start, end, repl in _without_overlaps(edits):
+        pieces += [text[position:start], repl]
+        position = end
+    return "".join([*pieces, text[position:]])
+
+
+@functools.cache
+def _format_and_dashes() -> dict[int, str | None]:
+    """A `str.translate` table: format characters (Cf) dropped, dashes (Pd) made "-"."""
+    table: dict[int, str | None] = {}
+    # every Cf and Pd character lies below U+30000 or in the tag block U+E0000–U+E007F
+    for code in [*range(128, 0x30000), *range(0xE0000, 0xE0080)]:
+        category = unicodedata.category(chr(code))
+        if category == "Cf":
+            table[code] = None
+        elif category == "Pd":
+            table[code] = "-"
+    return table
+
+
 def _fold(char: str) -> str:
     """NFKC of one character; any dash (en dash, non-breaking hyphen, …) becomes "-"."""
     if unicodedata.category(char) == "Pd":
@@ -78,27 +107,48 @@ def _fold(char: str) -> str:
 
 def _rewrite_emails(norm: Normalized) -> Normalized:
     """Turn "[at]"/"(at)"/" at … dot …" spellings into `@` and `.` (mapped to what they replace)."""
-    lowered = norm.text.lower()
+    edits = _email_edits(norm.text)
+    return _apply(norm, edits) if edits else norm
+
+
+def _email_edits(text: str) -> list[tuple[int, int, str]]:
+    """The `(start, end, replacement)` edits that turn spelled-out e-mails into addresses."""
+    lowered = text.lower()
     if "at" not in lowered:
-        return norm
+        return []
     edits: list[tuple[int, int, str]] = []
     for pattern, repl in ((_BRACKETED_AT, "@"), (_BRACKETED_DOT, ".")):
-        edits.extend((m.start(), m.end(), repl) for m in pattern.finditer(norm.text))
-    for match in _SPELLED_EMAIL.finditer(norm.text):
+        edits.extend((m.start(), m.end(), repl) for m in pattern.finditer(text))
+    for match in _SPELLED_EMAIL.finditer(text):
         if not _is_suffix(match.group(0).rsplit(maxsplit=1)[-1]):
             continue  # "met at home dot later": no address ends in a word that is no domain
         edits.append((match.start(1), match.end(1), "@"))
         offset = match.start(2)
         for dot in _SPELLED_DOT.finditer(match.group(2)):
             edits.append((offset + dot.start(), offset + dot.end(), "."))
-    return _apply(norm, edits) if edits else norm
+    return edits
+
+
+def _without_overlaps(edits: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Edits in order, dropping any that overlaps an earlier one."""
+    kept: list[tuple[int, int, str]] = []
+    for edit in sorted(edits):
+        if not kept or edit[0] >= kept[-1][1]:
+            kept.append(edit)
+    return kept
 
 
 def _is_suffix(label: str) -> bool:
     """Whether `label` is a public domain suffix ("com", "uk", "io"), from tldextract's snapshot."""
-    from pipelines.pii.engine import offline_tld_extractor
-
     return offline_tld_extractor()(f"example.{label.lower()}").suffix == label.lower()
+
+
+@functools.cache
+def offline_tld_extractor():  # noqa: ANN201 - tldextract.TLDExtract
+    """tldextract on the public-suffix snapshot shipped in its wheel (no download, no cache dir)."""
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
 def _apply(norm: Normalized, edits: list[tuple[int, int, str]]) -> Normalized:
@@ -107,9 +157,7 @@ def _apply(norm: Normalized, edits: list[tuple[int, int, str]]) -> Normalized:
     starts: list[int] = []
     ends: list[int] = []
     position = 0
-    for start, end, repl in sorted(edits):
-        if start < position:  # overlaps an earlier edit: keep the earlier one
-            continue
+    for start, end, repl in _without_overlaps(edits):
         chars.extend(norm.text[position:start])
         starts.extend(norm.starts[position:start])
         ends.extend(norm.ends[position:start])
