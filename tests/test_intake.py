@@ -343,6 +343,7 @@ def test_dvc_repro_reruns_only_what_changed(
     assert "Running stage 'intake'" in third and "Running stage 'validate'" in third
     assert data_version(repo) != version
     assert len(list((repo / ".casepilot" / "data" / "accepted").glob("*.parquet"))) == 2
+    assert "pulled 0 new batch(es)" in repro()  # settles after retention, as above
     params = json.loads((repo / "params.yaml").read_text())
     params["data"]["validation"]["max_pii_rate"] = 0.5
     (repo / "params.yaml").write_text(json.dumps(params))

@@ -102,6 +102,8 @@ def test_after_a_synthetic_intake_nothing_planted_is_left_outside_quarantine(tmp
     world_dir = tmp_path / "world"  # the source system, outside the home
     write_world(generate_world(cfg), world_dir)
     home = Home(tmp_path / "home").ensure()
+    home.data.mkdir(parents=True, exist_ok=True)
+    (home.data / "taxonomy.json").write_text((world_dir / "taxonomy.json").read_text())
     params = params_from_mapping(
         {
             "data": {
@@ -116,7 +118,7 @@ def test_after_a_synthetic_intake_nothing_planted_is_left_outside_quarantine(tmp
     before = scan_home(world_dir, planted=planted)
     assert before.planted_found >= 80  # the raw source holds every planted value
     report = run_intake(params)
-    assert [o.state for o in report.outcomes] == ["accepted", "accepted"]
+    assert [o.state for o in report.outcomes] == ["accepted", "accepted"], report.outcomes
     after = scan_home(home.root, planted=planted)
     assert after.files > 3 and after.clean, after.findings
 

@@ -52,7 +52,7 @@ _CARD_NETWORKS = (
 _SQUEEZE = re.compile(r"[\s.()+/-]")
 # digits with separators, or an IBAN-like letters-digits start followed by alphanumeric groups
 _NUMBER_RUN = re.compile(
-    r"(?<![A-Za-z0-9])(?:[+(]?\d[\d \t.()/-]*\d|[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{1,4})+)"
+    r"(?<![A-Za-z0-9])(?:[+(]?\d[\d \t.()/-]*\d|[A-Za-z]{2}\d{2}(?:[ .-]?[A-Za-z0-9]{1,4})+)"
     r"(?![A-Za-z0-9])",
     re.ASCII,
 )
