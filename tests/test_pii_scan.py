@@ -21,7 +21,7 @@ from pipelines.pii.detectors import PlantedValue, detect
 from pipelines.pii.scan import scan_home
 from pipelines.pii.world_planted import planted_values
 
-CARD, IBAN, EMAIL, PHONE = "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "jo@ex.org", ""
+CARD, IBAN, EMAIL = "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "jo@ex.org"
 LOOK_ALIKES = (
     '{"loss": 4.123456789012345, "ts": 1764657694123, "run_id": "a41111111111111111b2c3d4e5f60718",'
     ' "date": "2026-12-02 06:41:34", "version": "2.3.14", "ip": "127.0.0.1", "amount": "$1,200",'
@@ -33,7 +33,7 @@ def make_home(root: Path) -> Path:
     """A home with PII hidden in each kind of file, and a file of look-alikes."""
     (root / "logs").mkdir(parents=True)
     (root / "logs" / "service.log").write_text(
-        f"ok\nrequest: card 4111\u200b1111\u200b1111\u200b1111 mail jo [at] ex.org\n"
+        "ok\nrequest: card 4111\u200b1111\u200b1111\u200b1111 mail jo [at] ex.org\n"
     )
     (root / "metrics.json").write_text(LOOK_ALIKES)
     db = sqlite3.connect(root / "predictions.db")
