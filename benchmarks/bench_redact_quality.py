@@ -118,6 +118,7 @@ def main() -> None:
         seed=args.seed,
         drift_from_day=None,
     )
+    redact_texts(["warm up: jo@example.com, 4111 1111 1111 1111"])  # engines built untimed
     rows = {}
     for variant in ("as planted", "disguised"):
         messages, planted = world_messages(cfg, disguised=variant == "disguised", seed=args.seed)
