@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # "[at]", "(at)", "{at}", "<at>" with optional spaces around; likewise "dot".
@@ -37,8 +38,8 @@ class Normalized:
 
     original: str
     text: str
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
+    starts: Sequence[int]
+    ends: Sequence[int]
 
     def original_span(self, start: int, end: int) -> tuple[int, int]:
         """The original characters behind normalised `text[start:end]` (end exclusive)."""
@@ -55,6 +56,8 @@ class Normalized:
 
 def normalize(text: str) -> Normalized:
     """NFKC per character, invisible format characters dropped, obfuscated e-mails rewritten."""
+    if text.isascii():  # the common case: nothing to fold, characters map one to one
+        return _rewrite_emails(Normalized(text, text, range(len(text)), range(1, len(text) + 1)))
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
