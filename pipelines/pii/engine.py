@@ -124,7 +124,10 @@ class CaseInsensitiveIbanRecognizer(IbanRecognizer):
     """
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: ANN001, ANN201
-        upper = "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+        if text.isascii():
+            upper = text.upper()
+        else:
+            upper = "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
         return super().analyze(upper, entities, nlp_artifacts, regex_flags)
 
 
