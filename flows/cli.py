@@ -17,6 +17,7 @@ from rich.console import Console
 from flows.cli_approve import approve
 from flows.cli_cascade import predict
 from flows.cli_data import data_app
+from flows.cli_pii import pii_app
 from flows.cli_pipeline import pipeline_app
 from flows.cli_quantize import quantize
 from flows.cli_registry import mlflow_server_app, promote, register, rollback
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(pii_app, name="pii")
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 app.command("predict")(predict)

@@ -45,7 +45,10 @@ def weak_label_command(
     except (ContractError, ValueError, FileNotFoundError) as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from None
-    write_jsonl(result.cases, out)
+    from pipelines.redact import redact_cases
+
+    # the messages came in raw; what is written is a batch like any other: PII redacted
+    write_jsonl(redact_cases(result.cases, params.data.pii)[0], out)
     if report_out:
         report_out.write_text(
             json.dumps(result.report.as_dict(), indent=2) + "\n", encoding="utf-8"

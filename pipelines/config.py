@@ -142,6 +142,18 @@ class DataConfig(Section):
     validation: ValidationConfig = ValidationConfig()
     pii: PiiConfig = PiiConfig()
     weak: WeakConfig = WeakConfig()
+    raw_retention_days: float = Field(
+        0.0,
+        ge=0.0,
+        description="days a raw (unredacted) staged batch is kept after it was accepted or "
+        "released; 0 = deleted as soon as its redacted copy is written",
+    )
+    quarantine_retention_days: float = Field(
+        14.0,
+        ge=0.0,
+        description="days a quarantined raw batch waits for a person to fix and release it; "
+        "then it is purged (the ledger keeps its hash, row count and failed expectations)",
+    )
     validation_share: float = Field(0.15, gt=0.0, lt=0.5, description="held-out share")
     split_seed: int = 13
 

@@ -4,6 +4,11 @@ Runs before anything is stored in the accepted dataset, indexed or logged. Detec
 Presidio's analyzer with the offline recognizers of `pipelines.pii.engine` (Luhn for cards,
 mod-97 for IBANs, `phonenumbers` for phones, name lists for people); replacement is
 Presidio's anonymizer. Engines are built on first use and cached per process.
+
+Detection runs on a normalised copy of the text (`pipelines.pii.normalize`: NFKC, zero-width
+characters dropped, "[at]"/"(at)"/" at … dot …" e-mails rewritten); every span is mapped back
+to the original characters, so the redacted text is the ORIGINAL text with each PII span
+replaced, and everything else unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Literal
 
 from pipelines.config import PiiConfig
 from pipelines.contract import LabeledCase, Turn
+from pipelines.pii.normalize import Normalized, normalize
 
 PiiKind = Literal["EMAIL", "CARD", "PHONE", "IBAN", "PERSON"]
 PII_KINDS: tuple[PiiKind, ...] = ("EMAIL", "CARD", "PHONE", "IBAN", "PERSON")
@@ -58,7 +64,7 @@ class RedactionStats:
 
 def detect_pii(text: str, cfg: PiiConfig = DEFAULT_PII) -> list[PiiSpan]:
     """Return the non-overlapping PII spans in `text`, in order."""
-    return _detect(text, cfg, nlp_artifacts=None)
+    return _detect(normalize(text), cfg, nlp_artifacts=None)
 
 
 def has_pii(text: str, cfg: PiiConfig = DEFAULT_PII) -> bool:
@@ -75,11 +81,12 @@ def redact_texts(texts: Sequence[str], cfg: PiiConfig = DEFAULT_PII) -> list[Red
     """Redact many texts: one engine, spaCy tokenizing in batches, repeated texts done once."""
     from pipelines.pii.engine import analyzer_engine
 
-    unique = list(dict.fromkeys(texts))
+    unique = [normalize(text) for text in dict.fromkeys(texts)]
     nlp = analyzer_engine(cfg).nlp_engine
+    batches = nlp.process_batch([norm.text for norm in unique], language="en", batch_size=256)
     done = {
-        text: _replace(text, _detect(text, cfg, nlp_artifacts=artifacts))
-        for text, artifacts in nlp.process_batch(unique, language="en", batch_size=256)
+        norm.original: _replace(norm.original, _detect(norm, cfg, nlp_artifacts=artifacts))
+        for norm, (_, artifacts) in zip(unique, batches, strict=True)
     }
     return [done[text] for text in texts]
 
@@ -123,16 +130,20 @@ def _case_update(case: LabeledCase, results: list[RedactedText]) -> dict:
     return update
 
 
-def _detect(text: str, cfg: PiiConfig, nlp_artifacts) -> list[PiiSpan]:  # noqa: ANN001
+def _detect(norm: Normalized, cfg: PiiConfig, nlp_artifacts) -> list[PiiSpan]:  # noqa: ANN001
+    """Spans found in the normalised text, as offsets into the original text."""
     from pipelines.pii.engine import KIND_OF_ENTITY, analyzer_engine, entities_worth_running
 
-    entities = entities_worth_running(text, cfg)
-    if not entities or not text:
+    entities = entities_worth_running(norm.text, cfg)
+    if not entities or not norm.text:
         return []
     results = analyzer_engine(cfg).analyze(
-        text, language="en", entities=entities, nlp_artifacts=nlp_artifacts
+        norm.text, language="en", entities=entities, nlp_artifacts=nlp_artifacts
     )
-    spans = [PiiSpan(KIND_OF_ENTITY[r.entity_type], r.start, r.end, r.score) for r in results]
+    spans = [
+        PiiSpan(KIND_OF_ENTITY[r.entity_type], *norm.original_span(r.start, r.end), r.score)
+        for r in results
+    ]
     return _non_overlapping(spans)
 
 

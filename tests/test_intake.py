@@ -320,8 +320,11 @@ def test_dvc_repro_reruns_only_what_changed(
     assert "Running stage 'intake'" in first and "Running stage 'validate'" in first
     version = dvc_data_version(repo / "dvc.lock")
     assert version and version.endswith(".dir")  # DVC's hash of the accepted folder
+    staging = repo / ".casepilot" / "data" / "staging"
+    assert staging.is_dir() and not any(staging.iterdir())  # raw copies deleted once accepted
     again = repro()  # intake always looks for new batches; nothing new: validate stays
-    assert "Running stage 'validate'" not in again
+    assert "Running stage 'validate'" not in again and "pulled 0 new batch(es)" in again
+    assert dvc_data_version(repo / "dvc.lock") == version
     (incoming / "day-002.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in fixture_rows(20, "d2"))
     )

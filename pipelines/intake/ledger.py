@@ -1,8 +1,14 @@
 """The ledger of seen batches: one row per batch id with its state, in SQLite via SQLAlchemy.
 
 States: `staged` (pulled, raw copy written), `accepted`, `quarantined`, `released` (accepted
-after a fix). A state is recorded only after the output it names exists, so a crash between
-the two leaves an output the next run reconciles (see `pipelines.intake.run.reconcile`).
+after a fix), `expired` (quarantined, never released, purged after
+`data.quarantine_retention_days`). A state is recorded only after the output it names exists,
+so a crash between the two leaves an output the next run reconciles (see
+`pipelines.intake.run.reconcile`). A batch id is the content hash of its rows, so a purged batch
+is still recognised (and not pulled again) when its source file is seen again.
+
+The audit table records every deletion of raw data: when, which batch, what was deleted, its
+sha256, row count and why. It never holds raw text.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-BatchState = Literal["staged", "accepted", "quarantined", "released"]
+BatchState = Literal["staged", "accepted", "quarantined", "released", "expired"]
 
 _metadata = sa.MetaData()
 _batches = sa.Table(
@@ -28,6 +34,31 @@ _batches = sa.Table(
     sa.Column("failed", sa.Text, nullable=False, default="[]"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+_audit = sa.Table(
+    "intake_audit",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("what", sa.String(256), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One deletion of raw data: no text, only what identifies and counts it."""
+
+    at: datetime
+    batch_id: str
+    action: str  # raw_deleted, quarantine_copy_deleted, quarantine_purged
+    what: str  # the deleted path, relative to the data folder
+    sha256: str
+    rows: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -94,6 +125,17 @@ class Ledger:
             ).rowcount
             if not updated:
                 connection.execute(sa.insert(_batches).values(batch_id=batch_id, **values))
+
+    def audit(self, line: AuditLine) -> None:
+        """Append one audit line."""
+        with self.engine.begin() as connection:
+            connection.execute(sa.insert(_audit).values(**line.__dict__))
+
+    def audit_lines(self) -> list[AuditLine]:
+        """Every audit line, oldest first."""
+        query = sa.select(*(c for c in _audit.c if c.name != "id")).order_by(_audit.c.id)
+        with self.engine.connect() as connection:
+            return [AuditLine(**row._asdict()) for row in connection.execute(query)]
 
     def close(self) -> None:
         self.engine.dispose()

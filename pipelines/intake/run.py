@@ -4,6 +4,9 @@ Crash safety: every output is written atomically before the ledger records it, a
 starts by reconciling outputs the ledger does not know yet. So a run killed at any point and run
 again loses nothing and duplicates nothing: a batch is pulled again only if its staged copy
 never landed, and routed again only if neither its accepted file nor its quarantine folder did.
+
+Retention (`pipelines.intake.retention`): each run ends by deleting the raw staged copies and
+quarantine folders whose time is up; the ledger keeps their ids, so they are never pulled again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pipelines.config import Params, SourceConfig
 from pipelines.contract import LabeledCase
 from pipelines.intake.checks import Embed
 from pipelines.intake.ledger import BatchState, Ledger
+from pipelines.intake.retention import audit_release, purge_raw
 from pipelines.intake.sources import BatchReadError, read_rows, source_batches
 from pipelines.intake.store import (
     IntakePaths,
@@ -79,6 +83,7 @@ def pull(
     """Stage every batch the ledger has not seen; returns (staged ids, unreadable files)."""
     paths = paths or IntakePaths.for_params(params)
     ledger = reconcile(paths)
+    purge_raw(params.data, paths, ledger)
     unreadable: list[str] = []
 
     def skip(path: Path, err: BatchReadError) -> None:
@@ -106,11 +111,8 @@ def process_staged(
     paths = paths or IntakePaths.for_params(params)
     ledger = reconcile(paths)
     pending = ledger.entries("staged")
-    if not pending:
-        ledger.close()
-        return []
-    judge = make_judge(params, paths, embed)
     outcomes = []
+    judge = make_judge(params, paths, embed) if pending else None
     for entry in pending:
         staged = paths.staged_file(entry.batch_id)
         if not staged.is_file():
@@ -119,6 +121,7 @@ def process_staged(
         rows = read_rows(staged)
         summary, html = validate_rows(rows, judge, batch_id=entry.batch_id, origin=entry.origin)
         outcomes.append(_route(rows, summary, html, judge, ledger, state_if_passed="accepted"))
+    purge_raw(params.data, paths, ledger)
     ledger.close()
     return outcomes
 
@@ -144,7 +147,8 @@ def release(
     summary, html = validate_rows(rows, judge, batch_id=batch_id, origin=origin)
     outcome = _route(rows, summary, html, judge, ledger, state_if_passed="released")
     if outcome.state == "released":
-        shutil.rmtree(folder)
+        audit_release(paths, ledger, folder)
+    purge_raw(params.data, paths, ledger)
     ledger.close()
     return outcome
 

@@ -4,7 +4,8 @@ Layout under CASEPILOT_HOME/data: `staging/<id>.jsonl` (raw pulled batches), `ac
 (redacted, the DVC-tracked dataset), `quarantine/<id>/` (raw batch + report + failed names),
 `validation/<id>/` (summary.json + report.html), `ledger.db`. Every file is written to a temp
 path on the same filesystem and moved into place with `os.replace`, so a reader (or a rerun
-after a crash) sees a whole file or none.
+after a crash) sees a whole file or none. Raw data (staging, quarantine and the temp folder it
+passes through) is private to the owner: files 0600, folders 0700, set before the move.
 """
 
 from __future__ import annotations
@@ -61,13 +62,45 @@ class IntakePaths:
         return self.accepted / f"{batch_id}.parquet"
 
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+
+
+def holds_raw(paths: IntakePaths, target: Path) -> bool:
+    """Whether `target` is raw (unredacted) data: under staging, quarantine or the temp folder."""
+    return any(target.is_relative_to(folder) for folder in (paths.staging, paths.quarantine))
+
+
+def make_private(path: Path) -> None:
+    """Owner-only permissions on `path` and, for a folder, everything in it."""
+    if path.is_dir():
+        path.chmod(PRIVATE_DIR)
+        for inner in path.rglob("*"):
+            inner.chmod(PRIVATE_DIR if inner.is_dir() else PRIVATE_FILE)
+    else:
+        path.chmod(PRIVATE_FILE)
+
+
+def private_dir(folder: Path) -> Path:
+    """Create `folder` (and parents) and make `folder` itself 0700."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(PRIVATE_DIR)
+    return folder
+
+
 def atomic_write(paths: IntakePaths, target: Path, write: Callable[[Path], Any]) -> Path:
     """Call `write(tmp)` then move tmp onto `target` in one step; returns `target`."""
-    paths.tmp.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.tmp)
+    raw = holds_raw(paths, target)
+    if raw:
+        for folder in (paths.staging, paths.quarantine):
+            if target.is_relative_to(folder):
+                private_dir(folder)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = paths.tmp / f"{uuid.uuid4().hex}{target.suffix}"
     try:
         write(tmp)
+        if raw:
+            make_private(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

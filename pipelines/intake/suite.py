@@ -138,15 +138,29 @@ def _observation(item: Any) -> Any:
 
 
 def _scrub(result: Any) -> None:
-    """Drop customer text from the result and make numbers plain floats (GE's renderer needs it)."""
+    """Drop customer text from the result, redact PII in other columns' example values, and make
+    numbers plain floats (GE's renderer needs it). The result is saved as the batch's report."""
     for item in result.results:
         values = item.result or {}
-        if item.expectation_config.kwargs.get("column") in TEXT_COLUMNS:
-            for key in _RESULT_LISTS:
-                if key in values:
-                    values[key] = []
+        text_column = item.expectation_config.kwargs.get("column") in TEXT_COLUMNS
+        for key in _RESULT_LISTS:
+            if key in values:
+                values[key] = [] if text_column else _redacted(values[key])
         for key, value in list(values.items()):
             values[key] = _plain(value)
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with PII redacted in every string (a case id or labeler may hold an e-mail)."""
+    from pipelines.redact import redact_text
+
+    if isinstance(value, str):
+        return redact_text(value).text
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 def _plain(value: Any) -> Any:

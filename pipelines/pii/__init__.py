@@ -1,4 +1,7 @@
-"""PII detection internals: Presidio engines and the offline name recognizer.
+"""PII internals: normalisation, Presidio engines, the name recognizer, file scanning.
 
-The public API is `pipelines.redact`; this package holds what it is built from.
+The redaction API is `pipelines.redact`; this package holds what it is built from
+(`normalize`, `engine`, `names`) and the on-disk check: `scan.scan_home(root, planted=…)` with
+the fast detectors of `detectors` and the planted values of a synthetic world recomputed from its
+manifest (`world_planted.planted_values`). `casepilot pii scan` is the command line.
 """

@@ -7,6 +7,8 @@ complete:
 
 - the NLP engine is a blank spaCy English pipeline (a tokenizer, no model download); PERSON
   comes from `NameListRecognizer` instead of spaCy NER;
+- the card recognizer also takes "." between digit groups and IBANs are found in lower case too;
+  `pipelines.pii.normalize` (NFKC, zero-width characters, "[at]" e-mails) runs before all of them;
 - the e-mail validator reads tldextract's bundled public-suffix snapshot instead of fetching the
   live list; the card recognizer also knows 2-series Mastercard numbers (still Luhn-checked);
   a phone-shape pattern catches well-formed numbers whose area code
@@ -16,6 +18,7 @@ complete:
 from __future__ import annotations
 
 import functools
+import re
 from typing import TYPE_CHECKING
 
 from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
@@ -28,6 +31,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from pipelines.pii.names import NameListRecognizer
+from pipelines.pii.normalize import offline_tld_extractor
 
 if TYPE_CHECKING:
     from pipelines.config import PiiConfig
@@ -44,10 +48,19 @@ DIGIT_ENTITIES = ("CREDIT_CARD", "PHONE_NUMBER", "IBAN_CODE")
 # Fewer digits than this cannot be a phone, card or IBAN: those recognizers are skipped.
 MIN_DIGITS = 7
 
-# Presidio's card pattern predates Mastercard's 2221-2720 range; add it (still Luhn-checked).
-_MASTERCARD_2 = Pattern(
-    "Mastercard 2-series", r"\b2[2-7]\d{2}[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b", 0.3
-)
+# Presidio's card pattern predates Mastercard's 2221-2720 range and only knows "-" and " "
+# between digit groups; these also take "." (normalisation already dropped zero-width
+# characters and folded dashes). Every match is still Luhn-checked.
+_CARD_SEPARATORS = [("-", ""), (" ", ""), (".", "")]
+_CARD_PATTERNS = [
+    Pattern(
+        "Cards, any separator",
+        r"\b(?!1\d{12}(?!\d))((4\d{3})|(5[0-5]\d{2})|(6\d{3})|(1\d{3})|(3\d{3}))"
+        r"[-. ]?(\d{3,4})[-. ]?(\d{3,4})[-. ]?(\d{3,5})\b",
+        0.3,
+    ),
+    Pattern("Mastercard 2-series", r"\b2[2-7]\d{2}[-. ]?\d{4}[-. ]?\d{4}[-. ]?\d{4}\b", 0.3),
+]
 _PHONE_SHAPES = [
     Pattern(
         "NANP phone shape",
@@ -84,16 +97,38 @@ class OfflineEmailRecognizer(EmailRecognizer):
     """
 
     def validate_result(self, pattern_text: str) -> bool:
-        known = _offline_tld_extractor()(pattern_text).fqdn != ""
+        known = offline_tld_extractor()(pattern_text).fqdn != ""
         return known or pattern_text.rsplit(".", 1)[-1].isalpha()
 
 
-@functools.cache
-def _offline_tld_extractor():  # noqa: ANN202 - tldextract.TLDExtract
-    import tldextract
+# A calendar date written with dots, slashes or dashes (03.05.2024, 2024/03/05): `phonenumbers`
+# reads some as valid numbers ("03.05.2024" is a Berlin number), no customer means one.
+_DATE = re.compile(
+    r"(?:[0-3]?\d[./-][01]?\d[./-](?:19|20)\d\d|(?:19|20)\d\d[./-][01]?\d[./-][0-3]?\d)"
+)
 
-    # No suffix-list URLs and no cache dir: tldextract uses the snapshot shipped in its wheel.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+class DateAwarePhoneRecognizer(PhoneRecognizer):
+    """Presidio's `phonenumbers`-based phone recognizer, minus matches that are dates."""
+
+    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: ANN001, ANN201
+        results = super().analyze(text, entities, nlp_artifacts)
+        return [r for r in results if not _DATE.fullmatch(text[r.start : r.end].strip())]
+
+
+class CaseInsensitiveIbanRecognizer(IbanRecognizer):
+    """Presidio's IBAN recognizer (mod-97 checked) that also finds IBANs typed in lower case.
+
+    It matches on an upper-cased copy of the text with the same length (characters whose upper
+    case is longer, like "ß", are left as they are), so the offsets are the original ones.
+    """
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):  # noqa: ANN001, ANN201
+        if text.isascii():
+            upper = text.upper()
+        else:
+            upper = "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+        return super().analyze(upper, entities, nlp_artifacts, regex_flags)
 
 
 @functools.cache
@@ -104,9 +139,9 @@ def analyzer_engine(cfg: PiiConfig) -> AnalyzerEngine:
     registry = RecognizerRegistry(supported_languages=["en"])
     recognizers = [
         OfflineEmailRecognizer(),
-        CreditCardRecognizer(patterns=[*CreditCardRecognizer.PATTERNS, _MASTERCARD_2]),
-        IbanRecognizer(),
-        PhoneRecognizer(supported_regions=tuple(cfg.phone_regions), leniency=1),
+        CreditCardRecognizer(patterns=_CARD_PATTERNS, replacement_pairs=_CARD_SEPARATORS),
+        CaseInsensitiveIbanRecognizer(),
+        DateAwarePhoneRecognizer(supported_regions=tuple(cfg.phone_regions), leniency=1),
         PatternRecognizer(
             supported_entity="PHONE_NUMBER", patterns=_PHONE_SHAPES, name="PhoneShape"
         ),

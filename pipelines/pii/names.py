@@ -62,6 +62,10 @@ def find_names(text: str) -> list[tuple[int, int]]:
     for match in _CUED.finditer(text):
         if match.group(1) in first:
             spans.append(_extend_surname(text, match.span(1)))
+        elif match.group(1) in NOT_NAMES:  # "Thanks, Grace Thompson": a known surname decides
+            follow = re.match(rf"[ \t]+({_WORD})\b", text[match.end(1) :])
+            if follow and follow.group(1) in last:
+                spans.append((match.start(1), match.end(1) + follow.end()))
     for pattern in (_TITLED, _INTRODUCED):
         spans.extend(match.span(1) for match in pattern.finditer(text))
     return spans

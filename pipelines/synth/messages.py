@@ -90,6 +90,7 @@ class MessageWriter:
         self.drifted = drifted
         self.typo_rate = typo_rate
         self.pii = pii
+        self.planted: list[tuple[str, str]] = []  # (kind, value) per `plant_pii` call
 
     def fill(self, template: str) -> str:
         """Replace each {slot}; an unknown slot raises naming the template."""
@@ -165,7 +166,9 @@ class MessageWriter:
         """Add one sentence carrying an email, card, phone, IBAN or person name."""
         kind = self.rng.choice(PII_KINDS)
         template = self.rng.choice(self.phrasing.pii_sentences[kind])
-        sentence = self.fill(template.replace("{value}", self.pii.value(kind)))
+        value = self.pii.value(kind)
+        self.planted.append((kind, value))  # in memory only: what a PII scan must not find
+        sentence = self.fill(template.replace("{value}", value))
         if self.rng.random() < 0.7 or kind == "name" and template.startswith("Thanks"):
             return f"{message} {sentence}"
         return f"{sentence} {message}"

@@ -61,6 +61,8 @@ class DayBatch:
     cases: tuple[LabeledCase, ...]
     flips: tuple[LabelFlip, ...]
     pii_cases: int
+    # (case_id, kind, value) of each planted PII value; kept in memory, never written out
+    planted: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _generate_day(
     answerable_ids = [i for i in range(n) if i not in unanswerable]
     noisy = set(rng.sample(answerable_ids, round(len(answerable_ids) * cfg.label_noise)))
 
-    cases, flips = [], []
+    cases, flips, planted = [], [], []
     for i in range(n):
         case_id = f"d{day:03d}-{i + 1:0{width}d}"
         created_at = day_start(day) + timedelta(seconds=offsets[i])
@@ -176,6 +178,7 @@ def _generate_day(
                 fields["topic"] = noisy_topic
         if i in with_pii:
             fields["message"] = writer.plant_pii(fields["message"])
+            planted.append((case_id, *writer.planted[-1]))
         cases.append(
             LabeledCase(
                 case_id=case_id,
@@ -185,7 +188,13 @@ def _generate_day(
                 **fields,
             )
         )
-    return DayBatch(day=day, cases=tuple(cases), flips=tuple(flips), pii_cases=len(with_pii))
+    return DayBatch(
+        day=day,
+        cases=tuple(cases),
+        flips=tuple(flips),
+        pii_cases=len(with_pii),
+        planted=tuple(planted),
+    )
 
 
 def _pick_topic(
