@@ -41,7 +41,9 @@ def synth(
     except ValueError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
-    console.print(summary_table(write_world(world, out)))
+    root = params.data.synth.days_root
+    days_root = params.home.data / root if root else None  # an absolute path stays as it is
+    console.print(summary_table(write_world(world, out, days_root)))
 
 
 def summary_table(summary: WorldSummary) -> Table:

@@ -36,6 +36,23 @@ def demo_home(base: Home | None = None) -> Home:
     return Home((base or Home.from_env()).root / "demo")
 
 
+def outside_world(home: Home) -> Path:
+    """The outside world's folder beside the demo's state: the synthetic world with its raw
+    daily batches (planted PII included) and the landing folder intake pulls from. It is not
+    under the platform's CASEPILOT_HOME, as customers' systems are not."""
+    return home.root.parent / f"{home.root.name}-world"
+
+
+def _outside_overlay(home: Home) -> dict:
+    outside = outside_world(home)
+    return {
+        "data": {
+            "synth": {"days_root": str(outside / "world")},
+            "source": {"path": str(outside / "landing")},
+        }
+    }
+
+
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
     """Set `values` in os.environ for the block (the demo's state folder), then restore."""
@@ -82,8 +99,9 @@ def run_demo(
     from flows.demo_receiver import page_receiver
 
     home = home or demo_home()
-    if home.root.exists():
-        shutil.rmtree(home.root)
+    for folder in (home.root, outside_world(home)):
+        if folder.exists():
+            shutil.rmtree(folder)
     home.ensure()
     console.rule("[bold]casepilot demo[/bold] — the lifecycle on the synthetic world")
     console.print(f"state folder (wiped at each run): {home.root}")
@@ -92,6 +110,7 @@ def run_demo(
     with page_receiver() as receiver, _environment({**home.framework_env(), **CLOCK}):
         pager = {"kind": "webhook", "url": receiver.url, "retries": 2, "timeout_s": 5.0}
         overrides = deep_merge(free_ports_overlay(), {"monitor": {"pager": pager}})
+        overrides = deep_merge(overrides, _outside_overlay(home))
         setup = demo_setup(params_file, overlays, home=home, overrides=overrides)
         _describe(setup, receiver.url, console)
         # imported here: Prefect reads its settings (PREFECT_HOME) from the environment on import

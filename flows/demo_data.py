@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 
 def world_dir(params: Params) -> Path:
-    return params.home.data / "world"
+    """Where the outside world keeps the whole synthetic world: `data.synth.days_root` (the demo
+    sets it outside CASEPILOT_HOME), else `CASEPILOT_HOME/data/world`."""
+    root = params.data.synth.days_root
+    return params.home.data / root if root else params.home.data / "world"
 
 
 def synthesize_world(params: Params, console: Console) -> WorldSummary:

@@ -61,6 +61,12 @@ class SynthConfig(Section):
     followup_share: float = Field(
         0.12, ge=0.0, le=1.0, description="share of answerable cases that are context follow-ups"
     )
+    days_root: str | None = Field(
+        None,
+        description="folder for the daily batches/ and truth/ (relative to CASEPILOT_HOME/data); "
+        "null = inside the world folder. The demo keeps them outside CASEPILOT_HOME, with the "
+        "outside world, so no raw planted PII lives in the platform's state",
+    )
 
 
 class ValidationConfig(Section):

@@ -174,6 +174,17 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     for stage, version in promoted.data["champion"].items():
         assert reload.data["champion"][stage].endswith(f"/{version}"), reload.data
 
+    # no planted PII anywhere in the platform's state outside quarantine (the raw world and its
+    # landing folder belong to the outside world, beside CASEPILOT_HOME)
+    from flows.demo import demo_home, outside_world
+    from pipelines.pii.scan import scan_home
+    from pipelines.pii.world_planted import planted_values
+
+    state = demo_home(home)
+    planted = planted_values(outside_world(state) / "world" / "manifest.json")
+    scan = scan_home(state.root, planted=planted)
+    assert planted and scan.planted_found == 0, [f for f in scan.findings if f.planted][:5]
+
     runs = summary.find("flow runs on the platform").data["runs"]
     lifecycle = [r for r in runs if r.flow in LIFECYCLE]
     assert {r.flow for r in lifecycle} == set(LIFECYCLE), runs

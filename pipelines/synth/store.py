@@ -68,21 +68,29 @@ def day_counts(batch: DayBatch, drift_topic: str | None) -> DayCounts:
     )
 
 
-def write_world(world: World, out: Path) -> WorldSummary:
-    """Write `world` under `out`, replacing an earlier world's day files; returns a summary."""
+def write_world(world: World, out: Path, days_root: Path | None = None) -> WorldSummary:
+    """Write `world` under `out`, replacing an earlier world's day files; returns a summary.
+
+    The daily `batches/` and `truth/` (the customers' raw messages, with their planted PII) go
+    under `days_root` when given — e.g. outside CASEPILOT_HOME, where the outside world keeps
+    them — else under `out`; the manifest records where.
+    """
     out = Path(out)
+    days_root = Path(days_root) if days_root is not None else out
+    out.mkdir(parents=True, exist_ok=True)
     for folder in ("batches", "truth"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        for stale in sorted((out / folder).glob("day-*.jsonl")):
+        (days_root / folder).mkdir(parents=True, exist_ok=True)
+        for stale in sorted((days_root / folder).glob("day-*.jsonl")):
             stale.unlink()
     written = [_write_json(out / "taxonomy.json", _taxonomy(world))]
     write_jsonl(world.docs, out / "docs.jsonl")
     written.append("docs.jsonl")
+    day_files = []
     for batch in world.days:
         name = f"day-{batch.day:03d}.jsonl"
-        write_jsonl(batch.cases, out / "batches" / name)
-        write_jsonl(batch.flips, out / "truth" / name)
-        written += [f"batches/{name}", f"truth/{name}"]
+        write_jsonl(batch.cases, days_root / "batches" / name)
+        write_jsonl(batch.flips, days_root / "truth" / name)
+        day_files += [f"batches/{name}", f"truth/{name}"]
     per_day = tuple(day_counts(batch, world.drift_topic) for batch in world.days)
     manifest = {
         "generator": "casepilot data synth",
@@ -94,8 +102,11 @@ def write_world(world: World, out: Path) -> WorldSummary:
         "topics": [topic.name for topic in world.topics],
         "config": world.config.model_dump(mode="json"),
         "counts": [asdict(counts) for counts in per_day],
-        "files": [_file_entry(out, name) for name in written],
+        "files": [_file_entry(out, name) for name in written]
+        + [_file_entry(days_root, name) for name in day_files],
     }
+    if days_root != out:
+        manifest["days_root"] = str(days_root.resolve())
     _write_json(out / "manifest.json", manifest)
     return WorldSummary(
         out=out,
@@ -103,7 +114,7 @@ def write_world(world: World, out: Path) -> WorldSummary:
         drift_day=world.drift_day,
         topics=len(world.topics),
         per_day=per_day,
-        files=(*written, "manifest.json"),
+        files=(*written, *day_files, "manifest.json"),
     )
 
 
