@@ -72,7 +72,6 @@ def tiny_overlay(folder: Path) -> Path:
                 "tone": {"faithfulness": 0.0},
             }
         },
-        "quantize": {"method": "none"},  # measured in tests/test_quantize*.py, not here
         "monitor": {"window_cases": 100, "breach_n": 2, "breach_m": 3},
         "promote": {"min_cases": 40},
     }
