@@ -2,8 +2,16 @@
 
     bentoml serve bentos.service:CopilotService --host 127.0.0.1 --port 3000  # or casepilot serve
 
-Routes: `POST /suggest`, `POST /feedback` (API key), `POST /admin/reload` and `POST /admin/flush`
-(API key), BentoML's `/livez`, `/readyz` (503 until the models are loaded) and `/metrics`.
+Routes: `POST /suggest`, `POST /feedback` (API key), `POST /admin/reload`, `/admin/flush` and
+`/admin/status` (API key), BentoML's `/livez`, `/readyz` (503 until the models are loaded) and
+`/metrics`; `GET /` is a JSON index (bentos/surfaces.py).
+
+Durability: `/suggest` answers only after the request's row (champion, redacted message) is
+committed to the prediction log (`logged: true` in the response); the shadow's result is added
+to that row later, or the row says why it is missing (`shadow_status`: error, timeout, shed, ...,
+`lost` with the reason when the service restarted first). If the log cannot commit within
+`serve.log_commit_timeout_s` the champion still answers, with `logged: false` (the record stays
+queued and lands when the log is back, unless the process dies first).
 Models come from the MLflow registry by alias (`champion`, shadow `challenger`); with
 `CASEPILOT_MODELS_DIR` set, from `<dir>/<alias>/<stage>/` folders instead. Params are read from
 `CASEPILOT_PARAMS` (default `params.yaml`). The API handlers hand requests to the same
@@ -12,6 +20,7 @@ Models come from the MLflow registry by alias (`champion`, shadow `challenger`);
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -26,13 +35,15 @@ from typing import Annotated, Any, Literal
 import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from bentos.batching import MicroBatcher
 from bentos.guard import NOT_READY, GuardMiddleware
 from bentos.inflight import InFlight
+from bentos.records import redacted, stored_case_id
 from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Reloader, StageCache
 from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
+from bentos.surfaces import bounded_metrics, install_log_filter
 from pipelines.config import Params, load_params
 from pipelines.contract import Feedback, PredictionRecord, Suggestion, Turn
 
@@ -70,11 +81,16 @@ class SuggestResponse(BaseModel):
     abstained: bool
     suggestion: Suggestion
     latency_ms: float
+    logged: bool = Field(
+        description="true: this request's row was committed to the prediction log before this "
+        "response was sent; false: the log did not commit in time (the row is queued)"
+    )
 
 
 class FeedbackResponse(BaseModel):
     case_id: str
     stored: bool
+    error: str | None = None
 
 
 class ModelsResponse(BaseModel):
@@ -82,6 +98,13 @@ class ModelsResponse(BaseModel):
     champion: dict[str, str]
     shadow: dict[str, str] | None
     last_error: str | None = None
+    shadow_error: str | None = None  # why the challenger is not shadowed (failed to load)
+    store_replaced: str | None = None  # the MLflow store file changed under the service
+
+
+class StatusResponse(ModelsResponse):
+    log: dict[str, int]
+    shadow_runs: dict[str, int]
 
 
 class FlushResponse(BaseModel):
@@ -128,6 +151,11 @@ def metrics() -> dict[str, Any]:
             documentation="Requests refused for the API key",
             labelnames=["status"],
         ),
+        "unlogged": bentoml.metrics.Counter(
+            name="casepilot_unlogged_responses_total",
+            documentation="Answers sent before their prediction-log row committed (logged=false)",
+            labelnames=["reason"],
+        ),
     }
 
 
@@ -156,17 +184,6 @@ def _torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _redacted(text: str) -> str:
-    """The text with PII replaced; a placeholder if redaction fails (raw text is never logged)."""
-    from pipelines.redact import redact_text
-
-    try:
-        return redact_text(text).text
-    except Exception:  # noqa: BLE001 - never log unredacted text
-        log.exception("redaction failed; logging a placeholder")
-        return "<REDACTION_FAILED>"
-
-
 @bentoml.service(
     name="casepilot-copilot",
     workers=1,
@@ -180,10 +197,16 @@ class CopilotService:
         from monitoring.prediction_log import PredictionLog
         from monitoring.prediction_writer import BufferedPredictionWriter
 
+        install_log_filter()
         params = serve_params()
         cfg = params.serve
         self.log = PredictionLog.from_url(params.prediction_log_url)
-        self.writer = BufferedPredictionWriter(self.log, max_batch=64, flush_interval_s=0.2)
+        self._mark_lost_shadows()
+        # group commit: concurrent requests wait for one transaction (flush_interval_s caps it)
+        self.writer = BufferedPredictionWriter(
+            self.log, max_batch=64, flush_interval_s=0.005, shadow_pending=True
+        )
+        self._feedback_lock = threading.Lock()  # check-then-insert of one case at a time
         models_dir = os.environ.get(MODELS_DIR_ENV)
         source = FolderSource(Path(models_dir)) if models_dir else RegistrySource(params)
         self.reloader = Reloader(
@@ -216,6 +239,16 @@ class CopilotService:
         self._loader = threading.Thread(target=self._first_load, name="model-load", daemon=True)
         self._loader.start()
 
+    def _mark_lost_shadows(self) -> None:
+        """Rows a killed service left with a pending shadow say why it never came."""
+        try:
+            lost = self.log.mark_pending_lost()
+        except Exception as err:  # noqa: BLE001 - the log may be down; serving goes on
+            log.warning("could not mark pending shadows lost: %s", type(err).__name__)
+            return
+        if lost:
+            log.warning("%d logged requests lost their shadow run (service restarted)", lost)
+
     # ------------------------------------------------------------ models
 
     @staticmethod
@@ -247,7 +280,9 @@ class CopilotService:
         return models.shadow.suggest_batch([j.message for j in jobs], [j.context for j in jobs])
 
     def _record(self, result: ShadowResult) -> None:
-        """Write one request's record (champion, shadow, versions, latency) to the log."""
+        """Add the shadow's outcome to the request's row (written when the champion answered)."""
+        from monitoring.prediction_log import ShadowUpdate
+
         job = result.job
         metrics()["shadow"].labels(outcome=result.outcome).inc()
         if result.outcome in FAILURES:
@@ -256,17 +291,37 @@ class CopilotService:
                 "shadow %s for request %s: %s", result.outcome, job.request_id, result.error
             )
         self.writer.submit(
-            PredictionRecord(
+            ShadowUpdate(job.request_id, result.outcome, result.suggestion, result.error)
+        )
+
+    async def _commit(self, job: ShadowJob) -> bool:
+        """Write the champion's row (redacted) and wait for its commit; False if it timed out."""
+        from monitoring.prediction_writer import WriterFull
+
+        timeout = serve_params().serve.log_commit_timeout_s
+
+        def submit() -> Any:
+            record = PredictionRecord(
                 request_id=job.request_id,
-                case_id=job.case_id,
+                case_id=stored_case_id(job.case_id),
                 created_at=job.created_at,
-                message=_redacted(job.message),
+                message=redacted(job.message),
                 champion=job.champion,
-                shadow=result.suggestion,
-                shadow_error=result.error,
                 latency_ms=job.latency_ms,
             )
-        )
+            return self.writer.submit(record, timeout=timeout)
+
+        try:
+            committed = await anyio.to_thread.run_sync(submit)
+            with anyio.fail_after(timeout):
+                return bool(await asyncio.wrap_future(committed))
+        except (WriterFull, TimeoutError) as err:
+            reason = "queue_full" if isinstance(err, WriterFull) else "commit_timeout"
+            metrics()["unlogged"].labels(reason=reason).inc()
+            log.warning(
+                "answering request %s before its log row committed (%s)", job.request_id, reason
+            )
+            return False
 
     # ------------------------------------------------------------ routes
 
@@ -290,17 +345,18 @@ class CopilotService:
         metrics()["suggestions"].labels(outcome=outcome).inc()
         if suggestion.stopped_at:
             metrics()["abstentions"].labels(stage=suggestion.stopped_at).inc()
-        self.shadow.submit(
-            ShadowJob(
-                request_id, case_id, message, turns, suggestion, latency_ms, datetime.now(UTC)
-            )
+        job = ShadowJob(
+            request_id, case_id, message, turns, suggestion, latency_ms, datetime.now(UTC)
         )
+        logged = await self._commit(job)  # durable before the 200 (or logged=false)
+        self.shadow.submit(job)  # after the row was queued: its update can never come first
         return SuggestResponse(
             request_id=request_id,
             case_id=case_id,
             abstained=outcome == "abstained",
             suggestion=suggestion,
             latency_ms=latency_ms,
+            logged=logged,
         )
 
     @bentoml.api(route="/feedback")
@@ -308,34 +364,67 @@ class CopilotService:
         self,
         case_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)],
         sent_reply: Annotated[str, Field(max_length=4 * MAX_MESSAGE_CHARS)],
-        used_suggestion: bool,
+        used_suggestion: StrictBool,
+        ctx: bentoml.Context,
     ) -> FeedbackResponse:
-        """Store what the agent actually sent (redacted) and whether they used the suggestion."""
-        item = Feedback(
-            case_id=case_id,
-            sent_reply=sent_reply,
-            used_suggestion=used_suggestion,
-            created_at=datetime.now(UTC),
+        """Store what the agent sent (redacted) and whether they used the suggestion.
+
+        404 for a case with no logged suggestion, 409 for a second, different feedback on a
+        case; the same feedback again is idempotent (200, `stored: false`). `used_suggestion`
+        must be a JSON boolean (`"yes"` or 1 is a 400).
+        """
+        status, stored, error = await anyio.to_thread.run_sync(
+            self._store_feedback, case_id, sent_reply, used_suggestion
         )
+        ctx.response.status_code = status
+        return FeedbackResponse(case_id=case_id, stored=stored, error=error)
 
-        def store() -> int:
-            return self.log.write_feedback(
-                item.model_copy(update={"sent_reply": _redacted(item.sent_reply)})
+    def _store_feedback(self, case_id: str, reply: str, used: bool) -> tuple[int, bool, str | None]:
+        """(HTTP status, stored, error) for one feedback; checks and inserts under one lock."""
+        key, text = stored_case_id(case_id), redacted(reply)
+        with self._feedback_lock:
+            if not self.log.has_case(key):
+                return 404, False, "unknown case_id: no suggestion was logged for it"
+            earlier = self.log.feedback_for(key)
+            if earlier:
+                if earlier[-1] == {"sent_reply": text, "used_suggestion": used}:
+                    return 200, False, None  # a retry of the same feedback
+                return 409, False, "this case already has different feedback"
+            item = Feedback(
+                case_id=key, sent_reply=text, used_suggestion=used, created_at=datetime.now(UTC)
             )
-
-        stored = await anyio.to_thread.run_sync(store)
-        return FeedbackResponse(case_id=case_id, stored=stored == 1)
+            return 200, self.log.write_feedback(item) == 1, None
 
     @bentoml.api(route="/admin/reload")
     async def reload(self, force: bool = False) -> ModelsResponse:
         """Re-resolve the aliases now and swap models if they moved (or when `force`)."""
         reloaded = await anyio.to_thread.run_sync(lambda: self._check(force))
-        models = self.reloader.current
-        return ModelsResponse(
-            reloaded=reloaded,
-            champion=models.champion.versions if models else {},
-            shadow=models.shadow.versions if models and models.shadow else None,
-            last_error=self.reloader.last_error,
+        return ModelsResponse(reloaded=reloaded, **self._models())
+
+    def _models(self) -> dict[str, Any]:
+        models, source = self.reloader.current, self.reloader.source
+        return {
+            "champion": models.champion.versions if models else {},
+            "shadow": models.shadow.versions if models and models.shadow else None,
+            "last_error": self.reloader.last_error,
+            "shadow_error": self.reloader.shadow_error,
+            "store_replaced": getattr(source, "store_replaced", None),
+        }
+
+    @bentoml.api(route="/admin/status")
+    async def status(self) -> StatusResponse:
+        """What the service runs and why not more: models, errors, log writes, shadow runs."""
+        stats = self.writer.stats()
+        return StatusResponse(
+            reloaded=False,
+            **self._models(),
+            log={
+                "submitted": stats.submitted,
+                "written": stats.written,
+                "failed_flushes": stats.failed_flushes,
+                "rejected": stats.rejected,
+            },
+            shadow_runs=self.shadow.stats(),
         )
 
     def _check(self, force: bool) -> bool:
@@ -360,6 +449,10 @@ class CopilotService:
             written=self.writer.stats().written,
             batches=self.champion.stats(),
         )
+
+    async def __metrics__(self, content: str) -> str:
+        """/metrics with unknown request paths folded into one label set (bentos/surfaces.py)."""
+        return bounded_metrics(content)
 
     @bentoml.on_shutdown
     def close(self) -> None:

@@ -3,12 +3,18 @@
 SQLite (WAL mode, busy timeout) by default, PostgreSQL by URL. `PredictionLog` writes and reads;
 `monitoring.prediction_writer.BufferedPredictionWriter` batches the service's writes on a
 background thread without losing a record under concurrency or on a graceful shutdown.
+
+The service writes a request's row when the champion answers, with `shadow_status='pending'`
+(`write(records, shadow_pending=True)`), and fills the shadow in later (`update_shadows`). Rows
+still pending when a service starts are marked lost with the reason (`mark_pending_lost`). A
+missing shadow is SQL NULL (not the JSON text 'null').
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.contract import Feedback, PredictionRecord
+from pipelines.contract import Feedback, PredictionRecord, Suggestion
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +52,12 @@ class UtcDateTime(sa.types.TypeDecorator):
 
 
 # JSONB on PostgreSQL so scores and versions can be queried there; plain JSON text elsewhere.
-JsonColumn = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# none_as_null: a missing value is SQL NULL, not the JSON text 'null'.
+JsonColumn = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+SHADOW_PENDING = "pending"
+SHADOW_LOST_ON_RESTART = "shadow_lost: service restarted before the shadow run finished"
 
 metadata = sa.MetaData()
 
@@ -70,6 +81,9 @@ predictions = sa.Table(
     sa.Column("shadow_stopped_at", sa.String),
     sa.Column("shadow_error", sa.Text),
     sa.Column("latency_ms", sa.Float, nullable=False),
+    # pending (champion logged, shadow not yet), ok, skipped, error, timeout, shed, paused,
+    # stopped, lost; NULL on rows written before this column existed
+    sa.Column("shadow_status", sa.String),
 )
 
 feedback = sa.Table(
@@ -83,8 +97,30 @@ feedback = sa.Table(
 )
 
 
-def _prediction_row(record: PredictionRecord) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ShadowUpdate:
+    """The shadow's result for a logged request: its suggestion, or why there is none."""
+
+    request_id: str
+    status: str
+    suggestion: Suggestion | None = None
+    error: str | None = None
+
+
+def _shadow_columns(shadow: Suggestion | None) -> dict[str, Any]:
+    return {
+        "shadow": shadow.model_dump(mode="json") if shadow else None,
+        "shadow_text": shadow.text if shadow else None,
+        "shadow_stopped_at": shadow.stopped_at if shadow else None,
+    }
+
+
+def _prediction_row(record: PredictionRecord, *, pending: bool = False) -> dict[str, Any]:
     champion, shadow = record.champion, record.shadow
+    if pending:
+        status = SHADOW_PENDING
+    else:
+        status = "ok" if shadow else ("error" if record.shadow_error else None)
     return {
         "request_id": record.request_id,
         "case_id": record.case_id,
@@ -97,11 +133,10 @@ def _prediction_row(record: PredictionRecord) -> dict[str, Any]:
         "topic": champion.topic,
         "scores": dict(champion.scores),
         "versions": dict(champion.versions),
-        "shadow": shadow.model_dump(mode="json") if shadow else None,
-        "shadow_text": shadow.text if shadow else None,
-        "shadow_stopped_at": shadow.stopped_at if shadow else None,
+        **_shadow_columns(shadow),
         "shadow_error": record.shadow_error,
         "latency_ms": record.latency_ms,
+        "shadow_status": status,
     }
 
 
@@ -112,6 +147,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _add_missing_columns(conn: sa.Connection, schema: str | None) -> None:
+    """Add columns newer than an existing table (nullable ones only), so old logs keep working."""
+    for table in metadata.sorted_tables:
+        existing = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=schema)}
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"prediction log table {table.name} lacks the required column {column.name}; "
+                    "migrate it or point serve.prediction_log_url at a new database"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+            conn.execute(sa.text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
 
 
 class PredictionLog:
@@ -155,6 +207,7 @@ class PredictionLog:
                 if self.schema:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
                 metadata.create_all(conn)
+                _add_missing_columns(conn, self.schema)
         except sa.exc.DBAPIError:
             # several service workers may start at once: fine if another one created them
             with self.engine.connect() as conn:
@@ -170,20 +223,78 @@ class PredictionLog:
             return postgresql.insert(table)
         return sa.insert(table)
 
-    def write(self, records: Sequence[PredictionRecord]) -> int:
-        """Insert records in one transaction; returns how many were new (seen request_ids skip)."""
+    def write(self, records: Sequence[PredictionRecord], *, shadow_pending: bool = False) -> int:
+        """Insert records in one transaction; returns how many were new (seen request_ids skip).
+
+        `shadow_pending`: the shadow has not run yet (`shadow_status='pending'`); its result
+        comes later through `update_shadows`.
+        """
         if not records:
             return 0
         statement = self._insert(predictions)
         if hasattr(statement, "on_conflict_do_nothing"):
             # Idempotent, so a batch retried after an ambiguous failure never duplicates rows.
             statement = statement.on_conflict_do_nothing(index_elements=["request_id"])
-        rows = [_prediction_row(r) for r in records]
+        rows = [_prediction_row(r, pending=shadow_pending) for r in records]
         with self.engine.begin() as conn:
             if self.engine.dialect.insert_executemany_returning:
                 # executemany rowcount is unreliable across drivers; count the ids inserted
                 return len(conn.execute(statement.returning(predictions.c.id), rows).all())
             return max(conn.execute(statement, rows).rowcount, 0)
+
+    def update_shadows(self, updates: Sequence[ShadowUpdate]) -> int:
+        """Add the shadow's results to logged rows in one transaction; returns rows changed."""
+        if not updates:
+            return 0
+        statement = (
+            sa.update(predictions)
+            .where(predictions.c.request_id == sa.bindparam("rid"))
+            .values(
+                shadow=sa.bindparam("shadow", type_=JsonColumn),
+                shadow_text=sa.bindparam("shadow_text"),
+                shadow_stopped_at=sa.bindparam("shadow_stopped_at"),
+                shadow_error=sa.bindparam("shadow_error"),
+                shadow_status=sa.bindparam("shadow_status"),
+            )
+        )
+        rows = [
+            {
+                "rid": u.request_id,
+                **_shadow_columns(u.suggestion),
+                "shadow_error": u.error,
+                "shadow_status": u.status,
+            }
+            for u in updates
+        ]
+        with self.engine.begin() as conn:
+            result = conn.execute(statement, rows)
+        return max(result.rowcount, 0)
+
+    def mark_pending_lost(self, reason: str = SHADOW_LOST_ON_RESTART) -> int:
+        """Rows whose shadow never finished (a crash) become `lost` with `reason`; the count."""
+        statement = (
+            sa.update(predictions)
+            .where(predictions.c.shadow_status == SHADOW_PENDING)
+            .values(shadow_status="lost", shadow_error=reason)
+        )
+        with self.engine.begin() as conn:
+            return max(conn.execute(statement).rowcount, 0)
+
+    def has_case(self, case_id: str) -> bool:
+        """True when a prediction for `case_id` is in the log."""
+        query = sa.select(predictions.c.id).where(predictions.c.case_id == case_id).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def feedback_for(self, case_id: str) -> list[dict[str, Any]]:
+        """The feedback rows stored for `case_id`, oldest first."""
+        query = (
+            sa.select(feedback.c.sent_reply, feedback.c.used_suggestion)
+            .where(feedback.c.case_id == case_id)
+            .order_by(feedback.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def write_feedback(self, items: Feedback | Sequence[Feedback]) -> int:
         """Insert the agent's feedback (created_at defaults to now); returns the count written."""
