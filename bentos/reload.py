@@ -127,6 +127,10 @@ def shadow_refs(
     return {s: challenger[s] if shadow.get(s, True) else champion[s] for s in champion}
 
 
+class StageLoadError(RuntimeError):
+    """A stage folder failed to load; the message names the stage, version and folder."""
+
+
 class StageCache:
     """Loaded stage objects keyed by folder, so an unchanged stage is not loaded twice."""
 
@@ -139,7 +143,13 @@ class StageCache:
         for stage in STAGES:
             key = (stage, str(refs[stage].local_dir), refs[stage].version)
             if key not in self._loaded:
-                self._loaded[key] = self._load(stage, refs[stage].local_dir)
+                try:
+                    self._loaded[key] = self._load(stage, refs[stage].local_dir)
+                except Exception as err:
+                    raise StageLoadError(
+                        f"stage {stage} {refs[stage].version} at {refs[stage].local_dir}: "
+                        f"{type(err).__name__}: {err}"
+                    ) from err
             stages[stage] = self._loaded[key]
         return Cascade(**stages, versions={s: refs[s].version for s in STAGES})
 

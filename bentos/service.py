@@ -313,8 +313,10 @@ class CopilotService:
 
         try:
             committed = await anyio.to_thread.run_sync(submit)
-            with anyio.fail_after(timeout):
-                return bool(await asyncio.wrap_future(committed))
+            # shield: giving up waiting must not cancel the write itself
+            return bool(
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(committed)), timeout)
+            )
         except (WriterFull, TimeoutError) as err:
             reason = "queue_full" if isinstance(err, WriterFull) else "commit_timeout"
             metrics()["unlogged"].labels(reason=reason).inc()

@@ -51,6 +51,12 @@ class _Item(NamedTuple):
     done: concurrent.futures.Future
 
 
+def _resolve(future: concurrent.futures.Future, committed: bool) -> None:
+    """Tell a waiting submitter; one that gave up (cancelled its future) is not told."""
+    if future.set_running_or_notify_cancel():
+        future.set_result(committed)
+
+
 class WriterFull(RuntimeError):
     """The writer's queue stayed full past the submit timeout (the log is down or slow)."""
 
@@ -220,10 +226,6 @@ class BufferedPredictionWriter:
         while True:
             try:
                 retrying(self._write, batch)
-                for item in batch:
-                    item.done.set_result(True)
-                self._count(written=len(batch))
-                return
             except TRANSIENT_ERRORS as err:  # the log is down: keep the batch; queue pushes back
                 # one line, the driver's reason only: SQLAlchemy's message would carry the rows
                 reason = getattr(err, "orig", None) or type(err).__name__
@@ -232,16 +234,24 @@ class BufferedPredictionWriter:
                 )
                 with self._state:
                     self._failed_flushes += 1
-            except Exception:
+            except Exception as err:  # noqa: BLE001 - judged below, record by record
+                problem = getattr(err, "orig", None) or type(err).__name__
                 break
+            else:
+                for item in batch:
+                    _resolve(item.done, True)
+                self._count(written=len(batch))
+                return
         # A permanent error (bad data): isolate the offending records so the rest still land.
         if len(batch) > 1:
             for record in batch:
                 self._write_until_done([record])
             return
         rejected = batch[0].value
-        log.exception("prediction log rejected record %s", getattr(rejected, "request_id", "?"))
-        batch[0].done.set_result(False)
+        log.error(  # one line, no row data (SQLAlchemy's message would carry it)
+            "prediction log rejected record %s: %s", getattr(rejected, "request_id", "?"), problem
+        )
+        _resolve(batch[0].done, False)
         self._count(rejected=1)
 
     def _count(self, written: int = 0, rejected: int = 0) -> None:
