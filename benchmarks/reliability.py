@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import sqlalchemy as sa
-from service_harness import BENCH_KEY, build_tiny_models, launch, log_path, stop_server
+from service_harness import BENCH_KEY, build_tiny_models, kill9, launch, log_path, stop_server
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -159,11 +158,7 @@ def probe_load(work: Path, root: Path, seconds: float, concurrency: int, kill: b
     try:
         load = Load(url, concurrency, name)
 
-        def kill9() -> None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(30)
-
-        load.run(seconds, kill9 if kill else None)
+        load.run(seconds, (lambda: kill9(process)) if kill else None)
         if kill:
             missing = set(load.acked) - {r["request_id"] for r in rows(work, name)}
             pending = len(rows(work, name, "shadow_status = 'pending'"))

@@ -6,6 +6,7 @@ Qdrant folder is locked by one process), prediction log and port on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -201,15 +202,54 @@ def start_server(
     return launch(work, root, name=f"{shadow}-{max_batch}", params_yaml=params)
 
 
+def _parents() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every live process, from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            out[int(entry)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def server_groups(pid: int) -> set[int]:
+    """Process groups of `pid` and its descendants: BentoML's worker runs in a group of its own."""
+    table, groups, todo = _parents(), set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            groups.add(table[current][1])
+        todo += [p for p, (parent, _) in table.items() if parent == current]
+    return groups or {pid}
+
+
+def kill9(process: subprocess.Popen) -> set[int]:
+    """SIGKILL every process group of the server at once (arbiter and workers); their ids."""
+    groups = server_groups(process.pid)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    process.wait(30)
+    return groups
+
+
 def stop_server(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group; SIGKILL it if it is still there after 60 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM the server's process group; SIGKILL what is left of it (any group) after 60 s."""
+    groups = server_groups(process.pid) if process.poll() is None else set()
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+    for group in groups:  # a worker orphaned by its arbiter would keep the port and Qdrant lock
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def flush(url: str) -> dict:

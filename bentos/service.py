@@ -21,6 +21,7 @@ Models come from the MLflow registry by alias (`champion`, shadow `challenger`);
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -198,6 +199,7 @@ class CopilotService:
         from monitoring.prediction_writer import BufferedPredictionWriter
 
         install_log_filter()
+        self._closing = threading.Event()
         params = serve_params()
         cfg = params.serve
         self.log = PredictionLog.from_url(params.prediction_log_url)
@@ -238,6 +240,25 @@ class CopilotService:
         )
         self._loader = threading.Thread(target=self._first_load, name="model-load", daemon=True)
         self._loader.start()
+        threading.Thread(
+            target=self._exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True
+        ).start()
+
+    def _exit_when_orphaned(self, parent: int) -> None:
+        """Exit once BentoML's arbiter is gone (e.g. kill -9 of its process group).
+
+        The worker runs in a process group of its own, so killing the arbiter's group leaves it
+        running, holding the port, the embedded Qdrant lock and the prediction log. It stops
+        taking work, writes what it has (bounded) and exits.
+        """
+        while not self._closing.wait(1.0):
+            if os.getppid() == parent:
+                continue
+            log.error("arbiter (pid %d) is gone; flushing the prediction log and exiting", parent)
+            with contextlib.suppress(Exception):
+                self.shadow.close(timeout=5)
+                self.writer.close(timeout=10)
+            os._exit(70)
 
     def _mark_lost_shadows(self) -> None:
         """Rows a killed service left with a pending shadow say why it never came."""
@@ -459,6 +480,7 @@ class CopilotService:
     @bentoml.on_shutdown
     def close(self) -> None:
         """Stop polling, finish shadow jobs (as 'stopped'), flush the prediction log."""
+        self._closing.set()
         self.reloader.stop()
         self.shadow.close(timeout=30)
         self.champion.close()

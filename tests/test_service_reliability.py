@@ -29,7 +29,15 @@ import sqlalchemy as sa
 from test_service import MESSAGES, models_root  # noqa: F401 - the module's tiny models
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from service_harness import BENCH_KEY, free_port, launch, log_path, stop_server  # noqa: E402
+from service_harness import (  # noqa: E402
+    BENCH_KEY,
+    free_port,
+    kill9,
+    launch,
+    log_path,
+    server_groups,
+    stop_server,
+)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -208,11 +216,11 @@ def test_kill_9_during_load_loses_no_acknowledged_request(service) -> None:
         deadline = time.monotonic() + 20
         while len(acked) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(service.process.pid, signal.SIGKILL)
-        service.process.wait(30)
+        groups = kill9(service.process)  # every group at once: the worker runs in its own
         stop.set()
         for future in futures:
             future.result(timeout=60)
+    assert len(groups) >= 2, groups  # the arbiter's group and the worker's
     assert len(acked) >= 20, f"only {len(acked)} answered before the kill"
     logged = {r["request_id"]: r for r in service.rows("case_id LIKE 'kill%'")}
     missing = set(acked) - set(logged)
@@ -226,6 +234,20 @@ def test_kill_9_during_load_loses_no_acknowledged_request(service) -> None:
     assert len(lost) == len(pending)
     assert all(r["shadow_error"].startswith("shadow_lost: service restarted") for r in lost)
     assert all(r["shadow"] is None for r in lost)
+
+
+def test_a_worker_orphaned_by_a_killed_arbiter_exits(service) -> None:
+    """kill -9 of the arbiter's group only: the worker (its own group) must not live on."""
+    assert _suggest(service.url, "orphan-1", timeout=60).status_code == 200
+    groups = server_groups(service.process.pid) - {service.process.pid}
+    assert groups, "the worker should run in a process group of its own"
+    os.killpg(service.process.pid, signal.SIGKILL)
+    service.process.wait(30)
+    deadline = time.monotonic() + 30
+    while any(_group_alive(g) for g in groups):
+        assert time.monotonic() < deadline, "orphaned worker still running 30 s after"
+        time.sleep(0.2)
+    assert service.rows("case_id = 'orphan-1'")
 
 
 def test_casepilot_serve_stops_its_server_on_sigterm(models_root, tmp_path) -> None:  # noqa: F811
