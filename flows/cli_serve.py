@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -41,12 +42,16 @@ def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
+        deadline = None  # set when the first stop signal has been seen
         while True:
             try:
-                code = process.wait(timeout=STOP_GRACE_S if stopping.is_set() else 0.5)
+                code = process.wait(timeout=0.5)
                 return 128 - code if code < 0 else code  # killed by a signal: 128 + its number
             except subprocess.TimeoutExpired:
                 if not stopping.is_set():
+                    continue
+                deadline = deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() < deadline:
                     continue
                 console.print(
                     f"[red]server still running {STOP_GRACE_S:g} s after the signal; "
