@@ -1,4 +1,4 @@
-"""What the service may write about a request: redacted text, and case ids without PII.
+"""What the service may write about a request: redacted text, case ids without PII, feedback.
 
 `case_id` comes from the caller and can carry PII (an email as the ticket id). It is stored as
 given when redaction finds nothing in it (the usual ticket ids, so joins with other systems
@@ -12,6 +12,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from monitoring.prediction_log import PredictionLog
 
 log = logging.getLogger("casepilot.service")
 REDACTION_FAILED = "<REDACTION_FAILED>"
@@ -34,3 +40,28 @@ def stored_case_id(case_id: str) -> str:
     if redacted(case_id) == case_id:
         return case_id
     return "pii-sha256:" + hashlib.sha256(case_id.encode("utf-8")).hexdigest()[:24]
+
+
+def store_feedback(
+    log: PredictionLog, lock: threading.Lock, case_id: str, reply: str, used: bool
+) -> tuple[int, bool, str | None]:
+    """(HTTP status, stored, error) for one feedback, checked and inserted under `lock`.
+
+    404: no suggestion was logged for the case; 409: the case already has different feedback;
+    the same feedback again is a retry (200, not stored twice).
+    """
+    from pipelines.contract import Feedback
+
+    key, text = stored_case_id(case_id), redacted(reply)
+    with lock:
+        if not log.has_case(key):
+            return 404, False, "unknown case_id: no suggestion was logged for it"
+        earlier = log.feedback_for(key)
+        if earlier:
+            if earlier[-1] == {"sent_reply": text, "used_suggestion": used}:
+                return 200, False, None
+            return 409, False, "this case already has different feedback"
+        item = Feedback(
+            case_id=key, sent_reply=text, used_suggestion=used, created_at=datetime.now(UTC)
+        )
+        return 200, log.write_feedback(item) == 1, None

@@ -31,22 +31,32 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import Field, StrictBool
 
+from bentos.api import (
+    MAX_MESSAGE_CHARS,
+    FeedbackResponse,
+    FlushResponse,
+    ModelsResponse,
+    StatusResponse,
+    SuggestResponse,
+    TurnIn,
+    metrics,
+)
 from bentos.batching import MicroBatcher
 from bentos.guard import NOT_READY, GuardMiddleware
 from bentos.inflight import InFlight
-from bentos.records import redacted, stored_case_id
+from bentos.records import redacted, store_feedback, stored_case_id
 from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Reloader, StageCache
 from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
 from bentos.surfaces import bounded_metrics, install_log_filter
 from pipelines.config import Params, load_params
-from pipelines.contract import Feedback, PredictionRecord, Suggestion, Turn
+from pipelines.contract import PredictionRecord, Suggestion, Turn
 
 log = logging.getLogger("casepilot.service")
 
@@ -56,7 +66,7 @@ ALIAS_ENV, SHADOW_ALIAS_ENV = "CASEPILOT_SERVE_ALIAS", "CASEPILOT_SHADOW_ALIAS"
 # Test hook, off unless set: a file whose content ("crash", "hang", "slow" or "none") makes the
 # shadow challenger fail that way, so tests can show the champion is unaffected.
 TEST_FAULT_ENV = "CASEPILOT_TEST_SHADOW_FAULT_FILE"
-MAX_MESSAGE_CHARS, MAX_TURNS, MAX_ID_CHARS = 4000, 50, 200
+MAX_TURNS, MAX_ID_CHARS = 50, 200
 
 
 @functools.cache
@@ -65,99 +75,6 @@ def serve_params() -> Params:
     params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
     params.home.apply()
     return params
-
-
-# ---------------------------------------------------------------- IO models
-
-
-class TurnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["customer", "agent"]
-    text: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
-
-
-class SuggestResponse(BaseModel):
-    request_id: str
-    case_id: str
-    abstained: bool
-    suggestion: Suggestion
-    latency_ms: float
-    logged: bool = Field(
-        description="true: this request's row was committed to the prediction log before this "
-        "response was sent; false: the log did not commit in time (the row is queued)"
-    )
-
-
-class FeedbackResponse(BaseModel):
-    case_id: str
-    stored: bool
-    error: str | None = None
-
-
-class ModelsResponse(BaseModel):
-    reloaded: bool
-    champion: dict[str, str]
-    shadow: dict[str, str] | None
-    last_error: str | None = None
-    shadow_error: str | None = None  # why the challenger is not shadowed (failed to load)
-    store_replaced: str | None = None  # the MLflow store file changed under the service
-
-
-class StatusResponse(ModelsResponse):
-    log: dict[str, int]
-    shadow_runs: dict[str, int]
-
-
-class FlushResponse(BaseModel):
-    flushed: bool
-    shadow: dict[str, int]
-    written: int
-    batches: dict[str, int] = Field(default_factory=dict)  # champion: batches, items, largest
-
-
-# ---------------------------------------------------------------- metrics
-
-
-@functools.cache
-def metrics() -> dict[str, Any]:
-    """The service's own Prometheus counters (served on BentoML's /metrics)."""
-    return {
-        "suggestions": bentoml.metrics.Counter(
-            name="casepilot_suggestions_total",
-            documentation="Champion suggestions by outcome",
-            labelnames=["outcome"],
-        ),
-        "abstentions": bentoml.metrics.Counter(
-            name="casepilot_abstentions_total",
-            documentation="Champion abstentions by stage",
-            labelnames=["stage"],
-        ),
-        "shadow": bentoml.metrics.Counter(
-            name="casepilot_shadow_runs_total",
-            documentation="Shadow runs by outcome",
-            labelnames=["outcome"],
-        ),
-        "shadow_failures": bentoml.metrics.Counter(
-            name="casepilot_shadow_failures_total",
-            documentation="Shadow runs that failed (error, timeout, paused); shed is not a failure",
-            labelnames=["kind"],
-        ),
-        "reloads": bentoml.metrics.Counter(
-            name="casepilot_model_reloads_total",
-            documentation="Model (re)loads by result",
-            labelnames=["result"],
-        ),
-        "auth_refused": bentoml.metrics.Counter(
-            name="casepilot_auth_refused_total",
-            documentation="Requests refused for the API key",
-            labelnames=["status"],
-        ),
-        "unlogged": bentoml.metrics.Counter(
-            name="casepilot_unlogged_responses_total",
-            documentation="Answers sent before their prediction-log row committed (logged=false)",
-            labelnames=["reason"],
-        ),
-    }
 
 
 # ---------------------------------------------------------------- the service
@@ -397,26 +314,10 @@ class CopilotService:
         must be a JSON boolean (`"yes"` or 1 is a 400).
         """
         status, stored, error = await anyio.to_thread.run_sync(
-            self._store_feedback, case_id, sent_reply, used_suggestion
+            store_feedback, self.log, self._feedback_lock, case_id, sent_reply, used_suggestion
         )
         ctx.response.status_code = status
         return FeedbackResponse(case_id=case_id, stored=stored, error=error)
-
-    def _store_feedback(self, case_id: str, reply: str, used: bool) -> tuple[int, bool, str | None]:
-        """(HTTP status, stored, error) for one feedback; checks and inserts under one lock."""
-        key, text = stored_case_id(case_id), redacted(reply)
-        with self._feedback_lock:
-            if not self.log.has_case(key):
-                return 404, False, "unknown case_id: no suggestion was logged for it"
-            earlier = self.log.feedback_for(key)
-            if earlier:
-                if earlier[-1] == {"sent_reply": text, "used_suggestion": used}:
-                    return 200, False, None  # a retry of the same feedback
-                return 409, False, "this case already has different feedback"
-            item = Feedback(
-                case_id=key, sent_reply=text, used_suggestion=used, created_at=datetime.now(UTC)
-            )
-            return 200, self.log.write_feedback(item) == 1, None
 
     @bentoml.api(route="/admin/reload")
     async def reload(self, force: bool = False) -> ModelsResponse:

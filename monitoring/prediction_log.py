@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,19 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.contract import Feedback, PredictionRecord, Suggestion
+from monitoring.prediction_tables import (
+    SHADOW_LOST_ON_RESTART,
+    SHADOW_PENDING,
+    JsonColumn,
+    ShadowUpdate,
+    add_missing_columns,
+    feedback,
+    metadata,
+    prediction_row,
+    predictions,
+    shadow_columns,
+)
+from pipelines.contract import Feedback, PredictionRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,112 +45,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError)
 
 
-class UtcDateTime(sa.types.TypeDecorator):
-    """A timestamp stored in UTC and read back timezone-aware, on SQLite and PostgreSQL alike."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# JSONB on PostgreSQL so scores and versions can be queried there; plain JSON text elsewhere.
-# none_as_null: a missing value is SQL NULL, not the JSON text 'null'.
-JsonColumn = sa.JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
-)
-SHADOW_PENDING = "pending"
-SHADOW_LOST_ON_RESTART = "shadow_lost: service restarted before the shadow run finished"
-
-metadata = sa.MetaData()
-
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String, nullable=False, unique=True),
-    sa.Column("case_id", sa.String, nullable=False, index=True),
-    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("champion", JsonColumn, nullable=False),
-    sa.Column("champion_text", sa.Text),
-    sa.Column("stopped_at", sa.String),
-    sa.Column("abstain_reason", sa.Text),
-    sa.Column("topic", sa.String, index=True),
-    sa.Column("scores", JsonColumn, nullable=False),
-    sa.Column("versions", JsonColumn, nullable=False),
-    sa.Column("shadow", JsonColumn),
-    sa.Column("shadow_text", sa.Text),
-    sa.Column("shadow_stopped_at", sa.String),
-    sa.Column("shadow_error", sa.Text),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-    # pending (champion logged, shadow not yet), ok, skipped, error, timeout, shed, paused,
-    # stopped, lost; NULL on rows written before this column existed
-    sa.Column("shadow_status", sa.String),
-)
-
-feedback = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("case_id", sa.String, nullable=False, index=True),
-    sa.Column("sent_reply", sa.Text, nullable=False),
-    sa.Column("used_suggestion", sa.Boolean, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
-
-
-@dataclass(frozen=True)
-class ShadowUpdate:
-    """The shadow's result for a logged request: its suggestion, or why there is none."""
-
-    request_id: str
-    status: str
-    suggestion: Suggestion | None = None
-    error: str | None = None
-
-
-def _shadow_columns(shadow: Suggestion | None) -> dict[str, Any]:
-    return {
-        "shadow": shadow.model_dump(mode="json") if shadow else None,
-        "shadow_text": shadow.text if shadow else None,
-        "shadow_stopped_at": shadow.stopped_at if shadow else None,
-    }
-
-
-def _prediction_row(record: PredictionRecord, *, pending: bool = False) -> dict[str, Any]:
-    champion, shadow = record.champion, record.shadow
-    if pending:
-        status = SHADOW_PENDING
-    else:
-        status = "ok" if shadow else ("error" if record.shadow_error else None)
-    return {
-        "request_id": record.request_id,
-        "case_id": record.case_id,
-        "created_at": record.created_at,
-        "message": record.message,
-        "champion": champion.model_dump(mode="json"),
-        "champion_text": champion.text,
-        "stopped_at": champion.stopped_at,
-        "abstain_reason": champion.abstain_reason,
-        "topic": champion.topic,
-        "scores": dict(champion.scores),
-        "versions": dict(champion.versions),
-        **_shadow_columns(shadow),
-        "shadow_error": record.shadow_error,
-        "latency_ms": record.latency_ms,
-        "shadow_status": status,
-    }
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the monitor read while the service writes; the busy timeout rides out short locks.
     cursor = dbapi_connection.cursor()
@@ -147,23 +52,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def _add_missing_columns(conn: sa.Connection, schema: str | None) -> None:
-    """Add columns newer than an existing table (nullable ones only), so old logs keep working."""
-    for table in metadata.sorted_tables:
-        existing = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=schema)}
-        for column in table.columns:
-            if column.name in existing:
-                continue
-            if not column.nullable:
-                raise RuntimeError(
-                    f"prediction log table {table.name} lacks the required column {column.name}; "
-                    "migrate it or point serve.prediction_log_url at a new database"
-                )
-            kind = column.type.compile(dialect=conn.dialect)
-            name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
-            conn.execute(sa.text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
 
 
 class PredictionLog:
@@ -207,7 +95,7 @@ class PredictionLog:
                 if self.schema:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
                 metadata.create_all(conn)
-                _add_missing_columns(conn, self.schema)
+                add_missing_columns(conn, self.schema)
         except sa.exc.DBAPIError:
             # several service workers may start at once: fine if another one created them
             with self.engine.connect() as conn:
@@ -235,7 +123,7 @@ class PredictionLog:
         if hasattr(statement, "on_conflict_do_nothing"):
             # Idempotent, so a batch retried after an ambiguous failure never duplicates rows.
             statement = statement.on_conflict_do_nothing(index_elements=["request_id"])
-        rows = [_prediction_row(r, pending=shadow_pending) for r in records]
+        rows = [prediction_row(r, pending=shadow_pending) for r in records]
         with self.engine.begin() as conn:
             if self.engine.dialect.insert_executemany_returning:
                 # executemany rowcount is unreliable across drivers; count the ids inserted
@@ -260,7 +148,7 @@ class PredictionLog:
         rows = [
             {
                 "rid": u.request_id,
-                **_shadow_columns(u.suggestion),
+                **shadow_columns(u.suggestion),
                 "shadow_error": u.error,
                 "shadow_status": u.status,
             }
