@@ -203,6 +203,10 @@ def _answers(url: str, case: str, n: int) -> tuple[list[dict], list[float]]:
     return out, latencies
 
 
+def _flush(url: str) -> None:
+    httpx.post(f"{url}/admin/flush", json={"timeout_s": 280}, headers=ADMIN, timeout=300)
+
+
 def probe_faults(work: Path, root: Path, n: int) -> list[dict]:
     fault = work / "fault"
     fault.write_text("none")
@@ -211,6 +215,7 @@ def probe_faults(work: Path, root: Path, n: int) -> list[dict]:
     results = []
     try:
         baseline, base_lat = _answers(url, "base", n)
+        _flush(url)  # the baseline's shadow runs finish fault-free
         link = root / "challenger" / "trigger"
         for mode in ("crash", "hang", "slow", "corrupt"):
             if mode == "corrupt":
@@ -222,8 +227,10 @@ def probe_faults(work: Path, root: Path, n: int) -> list[dict]:
                 fault.write_text(mode)
                 reported = None
             answers, latencies = _answers(url, mode, n)
+            if mode in ("crash", "slow"):
+                _flush(url)  # every shadow run of this round meets the fault
             fault.write_text("none")  # a hung shadow returns; its jobs finish as timeouts
-            httpx.post(f"{url}/admin/flush", json={"timeout_s": 120}, headers=ADMIN, timeout=150)
+            _flush(url)
             shadow = {}
             for row in rows(work, "faults", f"case_id LIKE '{mode}-%'"):
                 shadow[row["shadow_status"]] = shadow.get(row["shadow_status"], 0) + 1
@@ -450,7 +457,7 @@ def probe_fuzz(work: Path, root: Path, examples: int) -> dict:
                 )
                 raw[route] = [big.status_code, utf8.status_code]
             healthy = [client.get(f"{url}/{p}").status_code for p in ("livez", "readyz")]
-        tail = run.stdout.strip().splitlines()[-12:]
+        tail = run.stdout.strip().splitlines()[-80:]
         return {
             "schemathesis_exit": run.returncode,
             "schemathesis_summary": tail,

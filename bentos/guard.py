@@ -70,6 +70,10 @@ class GuardMiddleware:
             self.on_refused(refusal[0])
             return await self._send(send, *refusal)
         headers = dict(scope.get("headers") or [])
+        kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and kind != b"application/json":
+            # every route takes JSON; BentoML answered a multipart type without boundary with 500
+            return await self._send(send, 415, "send a JSON body (Content-Type: application/json)")
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > cfg.max_request_bytes:

@@ -10,7 +10,8 @@ The champion and the challenger load separately: a challenger that fails to reso
 reported (`Reloader.shadow_error`, a log line, the `on_reload("challenger_failed")` count) and
 the champion serves without a shadow. A champion that fails keeps the previous models serving.
 Before each resolve the registry's SQLite store is checked: a missing `mlflow.db` fails the
-reload with the reason (MLflow would silently create an empty one), a replaced one is reported.
+reload with the reason (MLflow would silently create an empty one); a replaced one fails it
+too (MLflow's open connections still read the old file; restart the service to use the new one).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class StoreMissing(RuntimeError):
     """The registry's SQLite store is gone: reloading would create an empty one."""
 
 
+class StoreReplaced(RuntimeError):
+    """The registry's SQLite store file changed under the running service."""
+
+
 class RegistrySource:
     """Stage versions by alias from the MLflow registry (`casepilot-<stage>@<alias>`)."""
 
@@ -65,7 +70,7 @@ class RegistrySource:
         self.store_replaced: str | None = None  # set when the store file changed under us
 
     def check_store(self) -> None:
-        """Refuse a missing SQLite store; report (log, `store_replaced`) a replaced one."""
+        """Refuse a missing SQLite store, and a replaced one (reported in `store_replaced`)."""
         uri = self.params.mlflow_tracking_uri
         if not uri.startswith("sqlite:///"):
             return
@@ -79,12 +84,12 @@ class RegistrySource:
             ) from None
         identity = (stat.st_dev, stat.st_ino)
         if self.store_identity is not None and identity != self.store_identity:
+            # MLflow's open connections still read the old file: refuse rather than mix the two
             self.store_replaced = (
-                f"{path} was replaced (inode {self.store_identity[1]} -> {identity[1]})"
+                f"{path} was replaced (inode {self.store_identity[1]} -> {identity[1]}) while the "
+                "service had it open; restart the service to read the new store"
             )
-            log.warning(
-                "MLflow store %s; resolving the aliases in the new one", self.store_replaced
-            )
+            raise StoreReplaced(f"MLflow store {self.store_replaced}")
         self.store_identity = identity
 
     def resolve(self, alias: str) -> dict[str, StageRef]:

@@ -174,6 +174,7 @@ class CopilotService:
             log.error("arbiter (pid %d) is gone; flushing the prediction log and exiting", parent)
             with contextlib.suppress(Exception):
                 self.shadow.close(timeout=5)
+            with contextlib.suppress(Exception):
                 self.writer.close(timeout=10)
             os._exit(70)
 

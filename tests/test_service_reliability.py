@@ -123,6 +123,10 @@ def test_index_page_is_json_and_unknown_paths_do_not_grow_metrics(service) -> No
     assert index.status_code == 200 and index.json()["service"] == "casepilot-copilot"
     assert "googletagmanager" not in index.text
     assert httpx.get(f"{service.url}/static_content/index.css").status_code == 404
+    multipart = httpx.post(  # no boundary: BentoML answered this with a 500 (schemathesis ST102)
+        f"{service.url}/suggest", content=b"{}", headers={"content-type": "multipart/form-data"}
+    )
+    assert multipart.status_code == 415 and "application/json" in multipart.json()["error"]
     before = len(httpx.get(f"{service.url}/metrics").text)
     with httpx.Client() as client:
         for _ in range(300):

@@ -24,7 +24,15 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel, StrictBool, ValidationError
 
-from bentos.reload import CHALLENGER, CHAMPION, FolderSource, Reloader, StageCache, StoreMissing
+from bentos.reload import (
+    CHALLENGER,
+    CHAMPION,
+    FolderSource,
+    Reloader,
+    StageCache,
+    StoreMissing,
+    StoreReplaced,
+)
 from monitoring.prediction_log import (
     SHADOW_LOST_ON_RESTART,
     PredictionLog,
@@ -211,7 +219,8 @@ def test_a_missing_mlflow_store_fails_the_reload_and_a_replaced_one_is_reported(
     replacement = store.with_name("new.db")
     replacement.write_bytes(b"second")
     os.replace(replacement, store)
-    source.check_store()
+    with pytest.raises(StoreReplaced, match="restart the service"):
+        source.check_store()
     assert source.store_replaced and str(store) in source.store_replaced
 
 
