@@ -359,7 +359,9 @@ class CopilotService:
             return False
 
     @bentoml.api(route="/admin/flush")
-    async def flush(self, timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0) -> FlushResponse:
+    async def flush(
+        self, timeout_s: Annotated[float, Field(ge=0.001, le=300)] = 30.0
+    ) -> FlushResponse:
         """Wait until every request so far is shadowed and written to the prediction log."""
 
         def wait() -> bool:
