@@ -6,6 +6,7 @@ Qdrant folder is locked by one process), prediction log and port on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,61 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 BENCH_KEY = "bench-only-key"
 STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
+
+
+def build_tiny_models(out: Path) -> Path:
+    """Train every stage for a few steps on a one-day synthetic world into `out/<stage>`."""
+    from pipelines.config import (
+        AnswerConfig,
+        RetrieveConfig,
+        SynthConfig,
+        ToneConfig,
+        TopicConfig,
+        TriggerConfig,
+    )
+    from pipelines.stages import answer, retrieve, tone, topic, trigger
+    from pipelines.stages.classifier import build_tiny_encoder
+    from pipelines.synth.world import generate_world
+
+    world = generate_world(SynthConfig(days=1, cases_per_day=60, drift_from_day=None), seed=3)
+    cases = [c for day in world.days for c in day.cases]
+    words = {w for c in cases for w in c.message.lower().split()} | {"agent", "customer", ":"}
+    base = build_tiny_encoder(out / "base", sorted(words))
+    tiny = dict(
+        base_model=str(base),
+        max_steps=6,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+        max_length=48,
+        metric_for_best_model="loss",
+        seed=1,
+    )
+    gen = dict(
+        tiny_layers=1,
+        tiny_hidden=32,
+        tiny_heads=2,
+        vocab_size=300,
+        max_length=128,
+        max_new_tokens=16,
+        learning_rate=1e-2,
+        batch_size=16,
+        epochs=1.0,
+    )
+    trigger.train(TriggerConfig(**tiny), cases, cases, out / "trigger")
+    topic.train(TopicConfig(**tiny), cases, cases, out / "topic")
+    retrieve.train(
+        RetrieveConfig(top_k=5),
+        cases,
+        None,
+        out / "retrieve",
+        docs=world.docs,
+        location=str(out / "qdrant-build"),
+        data_version="service-test",
+    )
+    answer.train(AnswerConfig(**gen), cases, [], out / "answer", docs=world.docs)
+    tone.train(ToneConfig(**gen, lora=False), cases, [], out / "tone")
+    return out
 
 
 def _set_threshold(stage_dir: Path, threshold: float) -> None:
@@ -51,69 +107,149 @@ def models_layout(models: Path, work: Path, *, topic_threshold: float | None = N
     return root
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(
+    work: Path,
+    root: Path | None,
+    *,
+    name: str,
+    params_yaml: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    ready_s: float = 300,
+) -> tuple[str, subprocess.Popen]:
+    """`bentoml serve` in its own process group on 127.0.0.1; returns once /readyz is 200.
+
+    `root`: a `<alias>/<stage>` models folder, or None for the MLflow registry in its home.
+    Its home, prediction log (`log-<name>.db`) and output (`server-<name>.log`) are named by
+    `name` under `work`, so launching the same name again restarts on the same state.
+    """
+    port = port or free_port()
+    params = work / f"params-{name}.yaml"
+    params.write_text(params_yaml)
+    full_env = {
+        **os.environ,
+        # one home each: an embedded Qdrant folder is locked by one process
+        "CASEPILOT_HOME": str(work / f"home-{name}"),
+        "HF_HUB_OFFLINE": "1",
+        "CASEPILOT_PARAMS": str(params),
+        "CASEPILOT_PREDICTION_LOG_URL": f"sqlite:///{log_path(work, name)}",
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "CASEPILOT_API_KEY": BENCH_KEY,
+        **({"CASEPILOT_MODELS_DIR": str(root)} if root else {}),  # else the MLflow registry
+        **(env or {}),
+    }
+    with (work / f"server-{name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("bentoml")),
+                "serve",
+                "bentos.service:CopilotService",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_ready(url, process, ready_s):
+        stop_server(process)
+        raise TimeoutError(f"server not ready in {ready_s:g} s; see {log.name}")
+    return url, process
+
+
+def log_path(work: Path, name: str) -> Path:
+    """The SQLite prediction log of the server `name`."""
+    return work / f"log-{name}.db"
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float) -> bool:
+    """Poll /readyz until 200 (True) or `seconds` pass (False); raises if the server exited."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def start_server(
     work: Path, root: Path, *, shadow: bool, max_batch: int, torch_threads: int | None = None
 ) -> tuple:
     """Start `bentoml serve` on a free loopback port; `torch_threads` None = params' default."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     shadow_yaml = "".join(f"    {s}: {str(shadow).lower()}\n" for s in STAGES)
-    params = work / f"params-{shadow}-{max_batch}.yaml"
-    params.write_text(
+    params = (
         f"serve:\n  max_batch_size: {max_batch}\n  shadow_timeout_s: 30\n  shadow:\n{shadow_yaml}"
         + (f"  torch_threads: {torch_threads}\n" if torch_threads else "")
     )
-    env = {
-        **os.environ,
-        # one home each: an embedded Qdrant folder is locked by one process
-        "CASEPILOT_HOME": str(work / f"home-{shadow}-{max_batch}"),
-        "HF_HUB_OFFLINE": "1",
-        "CASEPILOT_PARAMS": str(params),
-        "CASEPILOT_MODELS_DIR": str(root),
-        "CASEPILOT_PREDICTION_LOG_URL": f"sqlite:///{work / f'log-{shadow}-{max_batch}.db'}",
-        "BENTOML_HOME": str(work / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-        "CASEPILOT_API_KEY": BENCH_KEY,
-    }
-    log = (work / f"server-{shadow}-{max_batch}.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("bentoml")),
-            "serve",
-            "bentos.service:CopilotService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited; see {log.name}")
+    return launch(work, root, name=f"{shadow}-{max_batch}", params_yaml=params)
+
+
+def _parents() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every live process, from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return url, process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    stop_server(process)
-    raise TimeoutError(f"server not ready in 300 s; see {log.name}")
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            out[int(entry)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def server_groups(pid: int) -> set[int]:
+    """Process groups of `pid` and its descendants: BentoML's worker runs in a group of its own."""
+    table, groups, todo = _parents(), set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            groups.add(table[current][1])
+        todo += [p for p, (parent, _) in table.items() if parent == current]
+    return groups or {pid}
+
+
+def kill9(process: subprocess.Popen) -> set[int]:
+    """SIGKILL every process group of the server at once (arbiter and workers); their ids."""
+    groups = server_groups(process.pid)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    process.wait(30)
+    return groups
 
 
 def stop_server(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
+    """SIGTERM the server's process group; SIGKILL what is left of it (any group) after 60 s."""
+    groups = server_groups(process.pid) if process.poll() is None else set()
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+    for group in groups:  # a worker orphaned by its arbiter would keep the port and Qdrant lock
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def flush(url: str) -> dict:

@@ -3,6 +3,10 @@
 An ASGI middleware, so refusals are plain JSON errors with the status that says why: 503 while
 the models load, 401 without an API key and 403 with a wrong one on `/feedback` and
 `/admin/*`, 413 for a body over `serve.max_request_bytes` (read bounded when no length is sent).
+`GET /` is a JSON index of the routes instead of BentoML's Swagger page, whose HTML loads a
+third-party tag manager; its Swagger assets (`/static_content/...`) are 404.
+
+API keys are compared with `hmac.compare_digest` (constant time in the key's content).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ READY_PATHS = ("/suggest",)
 NOT_READY = "models are still loading; retry when /readyz returns 200"
 
 
-def _json_response(status: int, error: str) -> tuple[dict, dict]:
-    body = json.dumps({"error": error}).encode()
+def _json_response(status: int, error: str | dict) -> tuple[dict, dict]:
+    body = json.dumps(error if isinstance(error, dict) else {"error": error}).encode()
     start = {
         "type": "http.response.start",
         "status": status,
@@ -51,6 +55,12 @@ class GuardMiddleware:
             return await self.app(scope, receive, send)
         cfg = self.settings()
         path = scope.get("path", "")
+        if path == "/" and scope.get("method") in ("GET", "HEAD"):
+            from bentos.surfaces import INDEX
+
+            return await self._send(send, 200, INDEX)
+        if path.startswith("/static_content"):
+            return await self._send(send, 404, "not found (the Swagger UI is disabled)")
         if path in READY_PATHS and not self.ready():
             return await self._send(send, 503, NOT_READY)
         refusal = (
@@ -60,6 +70,10 @@ class GuardMiddleware:
             self.on_refused(refusal[0])
             return await self._send(send, *refusal)
         headers = dict(scope.get("headers") or [])
+        kind = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and kind != b"application/json":
+            # every route takes JSON; BentoML answered a multipart type without boundary with 500
+            return await self._send(send, 415, "send a JSON body (Content-Type: application/json)")
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > cfg.max_request_bytes:
@@ -112,7 +126,7 @@ class GuardMiddleware:
         return None
 
     @staticmethod
-    async def _send(send: Any, status: int, error: str) -> None:
+    async def _send(send: Any, status: int, error: str | dict) -> None:
         start, body = _json_response(status, error)
         await send(start)
         await send(body)

@@ -5,6 +5,13 @@ MLflow registry by default (`RegistrySource`), or a folder of `<alias>/<stage>/`
 and offline demos (`FolderSource`; an alias may be a symlink, so moving it is an alias move).
 `Reloader.check` builds the whole new `ModelSet` first and then swaps one reference, so a
 request in flight finishes on the cascade it started with and none is dropped.
+
+The champion and the challenger load separately: a challenger that fails to resolve or load is
+reported (`Reloader.shadow_error`, a log line, the `on_reload("challenger_failed")` count) and
+the champion serves without a shadow. A champion that fails keeps the previous models serving.
+Before each resolve the registry's SQLite store is checked: a missing `mlflow.db` fails the
+reload with the reason (MLflow would silently create an empty one); a replaced one fails it
+too (MLflow's open connections still read the old file; restart the service to use the new one).
 """
 
 from __future__ import annotations
@@ -46,15 +53,49 @@ class ModelSource(Protocol):
         ...
 
 
+class StoreMissing(RuntimeError):
+    """The registry's SQLite store is gone: reloading would create an empty one."""
+
+
+class StoreReplaced(RuntimeError):
+    """The registry's SQLite store file changed under the running service."""
+
+
 class RegistrySource:
     """Stage versions by alias from the MLflow registry (`casepilot-<stage>@<alias>`)."""
 
     def __init__(self, params: Params) -> None:
         self.params = params
+        self.store_identity: tuple[int, int] | None = None  # (device, inode) of mlflow.db
+        self.store_replaced: str | None = None  # set when the store file changed under us
+
+    def check_store(self) -> None:
+        """Refuse a missing SQLite store, and a replaced one (reported in `store_replaced`)."""
+        uri = self.params.mlflow_tracking_uri
+        if not uri.startswith("sqlite:///"):
+            return
+        path = Path(uri.removeprefix("sqlite:///"))
+        try:
+            stat = path.stat()
+        except OSError as err:
+            raise StoreMissing(
+                f"MLflow store {path} is unreadable ({err.strerror}); not creating an empty one. "
+                "Restore the file (or fix register.tracking_uri); the loaded models keep serving"
+            ) from None
+        identity = (stat.st_dev, stat.st_ino)
+        if self.store_identity is not None and identity != self.store_identity:
+            # MLflow's open connections still read the old file: refuse rather than mix the two
+            self.store_replaced = (
+                f"{path} was replaced (inode {self.store_identity[1]} -> {identity[1]}) while the "
+                "service had it open; restart the service to read the new store"
+            )
+            raise StoreReplaced(f"MLflow store {self.store_replaced}")
+        self.store_identity = identity
 
     def resolve(self, alias: str) -> dict[str, StageRef]:
         from pipelines.registry import resolve_cascade_dirs
 
+        self.check_store()
         resolved = resolve_cascade_dirs(self.params, alias)
         return {s: StageRef(s, f"{r.name}/{r.version}", r.local_dir) for s, r in resolved.items()}
 
@@ -91,6 +132,10 @@ def shadow_refs(
     return {s: challenger[s] if shadow.get(s, True) else champion[s] for s in champion}
 
 
+class StageLoadError(RuntimeError):
+    """A stage folder failed to load; the message names the stage, version and folder."""
+
+
 class StageCache:
     """Loaded stage objects keyed by folder, so an unchanged stage is not loaded twice."""
 
@@ -103,7 +148,13 @@ class StageCache:
         for stage in STAGES:
             key = (stage, str(refs[stage].local_dir), refs[stage].version)
             if key not in self._loaded:
-                self._loaded[key] = self._load(stage, refs[stage].local_dir)
+                try:
+                    self._loaded[key] = self._load(stage, refs[stage].local_dir)
+                except Exception as err:
+                    raise StageLoadError(
+                        f"stage {stage} {refs[stage].version} at {refs[stage].local_dir}: "
+                        f"{type(err).__name__}: {err}"
+                    ) from err
             stages[stage] = self._loaded[key]
         return Cascade(**stages, versions={s: refs[s].version for s in STAGES})
 
@@ -122,6 +173,7 @@ class ModelSet:
     champion_refs: Refs
     shadow_refs: Refs
     loaded_at: float = field(default_factory=time.time)
+    shadow_error: str | None = None  # why the challenger is not shadowed (failed to load)
 
     def signature(self) -> tuple:
         return _signature(self.champion_refs, self.shadow_refs)
@@ -157,48 +209,67 @@ class Reloader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _resolve(self) -> tuple[dict[str, StageRef], dict[str, StageRef]]:
-        champion = self.source.resolve(self.champion_alias)
+    def _load_shadow(self, champion_refs: Refs) -> tuple[Cascade | None, Refs, str | None]:
+        """The shadow cascade, its refs and why it failed; never raises (the champion serves)."""
         try:
-            challenger = self.source.resolve(self.shadow_alias)
-        except LookupError:
-            challenger = champion
-        return champion, shadow_refs(champion, challenger, self.shadow)
+            try:
+                challenger = self.source.resolve(self.shadow_alias)
+            except LookupError:
+                challenger = dict(champion_refs)  # no challenger: nothing to shadow
+            refs = shadow_refs(champion_refs, challenger, self.shadow)
+            if all(refs[s].version == champion_refs[s].version for s in STAGES):
+                return None, refs, None
+            return self.cache.cascade(refs), refs, None
+        except Exception as err:  # noqa: BLE001 - a broken challenger must not stop the champion
+            error = f"challenger {self.shadow_alias!r} failed to load: {type(err).__name__}: {err}"
+            log.error("%s; serving the champion without a shadow", error[:1000])
+            self._on_reload("challenger_failed")
+            return None, {}, error[:1000]
 
     def check(self, *, force: bool = False) -> bool:
         """Reload when an alias moved (or `force`); True when a new set was swapped in."""
         with self._lock:
             try:
-                champion_refs, shadow = self._resolve()
-                if (
-                    not force
-                    and self.current is not None
-                    and self.current.signature() == _signature(champion_refs, shadow)
-                ):
-                    return False
+                champion_refs = self.source.resolve(self.champion_alias)
                 champion = self.cache.cascade(champion_refs)
-                same = all(shadow[s].version == champion_refs[s].version for s in STAGES)
-                new = ModelSet(
-                    champion, None if same else self.cache.cascade(shadow), champion_refs, shadow
-                )
             except Exception as err:
                 self.last_error = f"{type(err).__name__}: {err}"
-                log.exception("model reload failed; still serving the previous models")
+                log.error(  # noqa: TRY400 - one line: the reason is the message
+                    "model reload failed (%s); still serving the previous models"
+                    if self.current is not None
+                    else "model load failed (%s); /readyz stays 503 until it succeeds",
+                    self.last_error[:1000],
+                )
                 self._on_reload("failed")
                 if self.current is None:
                     raise
                 return False
-            first = self.current is None
+            shadow, shadow_set, shadow_error = self._load_shadow(champion_refs)
+            current = self.current
+            if (
+                not force
+                and current is not None
+                and current.signature() == _signature(champion_refs, shadow_set)
+                and current.shadow_error == shadow_error
+            ):
+                return False
+            new = ModelSet(champion, shadow, champion_refs, shadow_set, shadow_error=shadow_error)
+            first = current is None
             self.current = new  # the swap: one reference assignment
-            self.cache.keep_only(champion_refs, shadow)
+            self.cache.keep_only(champion_refs, shadow_set)
             self.last_error = None
             self._on_reload("initial" if first else "swapped")
             log.info(
                 "serving champion %s, shadow %s",
                 champion.versions,
-                new.shadow.versions if new.shadow else None,
+                new.shadow.versions if new.shadow else shadow_error,
             )
             return True
+
+    @property
+    def shadow_error(self) -> str | None:
+        """Why the current set has no shadow although a challenger exists (None: fine)."""
+        return self.current.shadow_error if self.current else None
 
     def start(self, poll_s: float) -> None:
         """Poll for moved aliases every `poll_s` seconds (every <= 5 s until a first load works)."""

@@ -2,8 +2,16 @@
 
     bentoml serve bentos.service:CopilotService --host 127.0.0.1 --port 3000  # or casepilot serve
 
-Routes: `POST /suggest`, `POST /feedback` (API key), `POST /admin/reload` and `POST /admin/flush`
-(API key), BentoML's `/livez`, `/readyz` (503 until the models are loaded) and `/metrics`.
+Routes: `POST /suggest`, `POST /feedback` (API key), `POST /admin/reload`, `/admin/flush` and
+`/admin/status` (API key), BentoML's `/livez`, `/readyz` (503 until the models are loaded) and
+`/metrics`; `GET /` is a JSON index (bentos/surfaces.py).
+
+Durability: `/suggest` answers only after the request's row (champion, redacted message) is
+committed to the prediction log (`logged: true` in the response); the shadow's result is added
+to that row later, or the row says why it is missing (`shadow_status`: error, timeout, shed, ...,
+`lost` with the reason when the service restarted first). If the log cannot commit within
+`serve.log_commit_timeout_s` the champion still answers, with `logged: false` (the record stays
+queued and lands when the log is back, unless the process dies first).
 Models come from the MLflow registry by alias (`champion`, shadow `challenger`); with
 `CASEPILOT_MODELS_DIR` set, from `<dir>/<alias>/<stage>/` folders instead. Params are read from
 `CASEPILOT_PARAMS` (default `params.yaml`). The API handlers hand requests to the same
@@ -12,6 +20,8 @@ Models come from the MLflow registry by alias (`champion`, shadow `challenger`);
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -21,20 +31,32 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, StrictBool
 
+from bentos.api import (
+    MAX_MESSAGE_CHARS,
+    FeedbackResponse,
+    FlushResponse,
+    ModelsResponse,
+    StatusResponse,
+    SuggestResponse,
+    TurnIn,
+    metrics,
+)
 from bentos.batching import MicroBatcher
 from bentos.guard import NOT_READY, GuardMiddleware
 from bentos.inflight import InFlight
+from bentos.records import redacted, store_feedback, stored_case_id
 from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Reloader, StageCache
 from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
+from bentos.surfaces import bounded_metrics, install_log_filter
 from pipelines.config import Params, load_params
-from pipelines.contract import Feedback, PredictionRecord, Suggestion, Turn
+from pipelines.contract import PredictionRecord, Suggestion, Turn
 
 log = logging.getLogger("casepilot.service")
 
@@ -44,7 +66,7 @@ ALIAS_ENV, SHADOW_ALIAS_ENV = "CASEPILOT_SERVE_ALIAS", "CASEPILOT_SHADOW_ALIAS"
 # Test hook, off unless set: a file whose content ("crash", "hang", "slow" or "none") makes the
 # shadow challenger fail that way, so tests can show the champion is unaffected.
 TEST_FAULT_ENV = "CASEPILOT_TEST_SHADOW_FAULT_FILE"
-MAX_MESSAGE_CHARS, MAX_TURNS, MAX_ID_CHARS = 4000, 50, 200
+MAX_TURNS, MAX_ID_CHARS = 50, 200
 
 
 @functools.cache
@@ -53,82 +75,6 @@ def serve_params() -> Params:
     params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
     params.home.apply()
     return params
-
-
-# ---------------------------------------------------------------- IO models
-
-
-class TurnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    role: Literal["customer", "agent"]
-    text: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
-
-
-class SuggestResponse(BaseModel):
-    request_id: str
-    case_id: str
-    abstained: bool
-    suggestion: Suggestion
-    latency_ms: float
-
-
-class FeedbackResponse(BaseModel):
-    case_id: str
-    stored: bool
-
-
-class ModelsResponse(BaseModel):
-    reloaded: bool
-    champion: dict[str, str]
-    shadow: dict[str, str] | None
-    last_error: str | None = None
-
-
-class FlushResponse(BaseModel):
-    flushed: bool
-    shadow: dict[str, int]
-    written: int
-    batches: dict[str, int] = Field(default_factory=dict)  # champion: batches, items, largest
-
-
-# ---------------------------------------------------------------- metrics
-
-
-@functools.cache
-def metrics() -> dict[str, Any]:
-    """The service's own Prometheus counters (served on BentoML's /metrics)."""
-    return {
-        "suggestions": bentoml.metrics.Counter(
-            name="casepilot_suggestions_total",
-            documentation="Champion suggestions by outcome",
-            labelnames=["outcome"],
-        ),
-        "abstentions": bentoml.metrics.Counter(
-            name="casepilot_abstentions_total",
-            documentation="Champion abstentions by stage",
-            labelnames=["stage"],
-        ),
-        "shadow": bentoml.metrics.Counter(
-            name="casepilot_shadow_runs_total",
-            documentation="Shadow runs by outcome",
-            labelnames=["outcome"],
-        ),
-        "shadow_failures": bentoml.metrics.Counter(
-            name="casepilot_shadow_failures_total",
-            documentation="Shadow runs that failed (error, timeout, paused); shed is not a failure",
-            labelnames=["kind"],
-        ),
-        "reloads": bentoml.metrics.Counter(
-            name="casepilot_model_reloads_total",
-            documentation="Model (re)loads by result",
-            labelnames=["result"],
-        ),
-        "auth_refused": bentoml.metrics.Counter(
-            name="casepilot_auth_refused_total",
-            documentation="Requests refused for the API key",
-            labelnames=["status"],
-        ),
-    }
 
 
 # ---------------------------------------------------------------- the service
@@ -156,17 +102,6 @@ def _torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _redacted(text: str) -> str:
-    """The text with PII replaced; a placeholder if redaction fails (raw text is never logged)."""
-    from pipelines.redact import redact_text
-
-    try:
-        return redact_text(text).text
-    except Exception:  # noqa: BLE001 - never log unredacted text
-        log.exception("redaction failed; logging a placeholder")
-        return "<REDACTION_FAILED>"
-
-
 @bentoml.service(
     name="casepilot-copilot",
     workers=1,
@@ -180,10 +115,17 @@ class CopilotService:
         from monitoring.prediction_log import PredictionLog
         from monitoring.prediction_writer import BufferedPredictionWriter
 
+        install_log_filter()
+        self._closing = threading.Event()
         params = serve_params()
         cfg = params.serve
         self.log = PredictionLog.from_url(params.prediction_log_url)
-        self.writer = BufferedPredictionWriter(self.log, max_batch=64, flush_interval_s=0.2)
+        self._mark_lost_shadows()
+        # group commit: concurrent requests wait for one transaction (flush_interval_s caps it)
+        self.writer = BufferedPredictionWriter(
+            self.log, max_batch=64, flush_interval_s=0.005, shadow_pending=True
+        )
+        self._feedback_lock = threading.Lock()  # check-then-insert of one case at a time
         models_dir = os.environ.get(MODELS_DIR_ENV)
         source = FolderSource(Path(models_dir)) if models_dir else RegistrySource(params)
         self.reloader = Reloader(
@@ -215,6 +157,36 @@ class CopilotService:
         )
         self._loader = threading.Thread(target=self._first_load, name="model-load", daemon=True)
         self._loader.start()
+        threading.Thread(
+            target=self._exit_when_orphaned, args=(os.getppid(),), name="orphan-watch", daemon=True
+        ).start()
+
+    def _exit_when_orphaned(self, parent: int) -> None:
+        """Exit once BentoML's arbiter is gone (e.g. kill -9 of its process group).
+
+        The worker runs in a process group of its own, so killing the arbiter's group leaves it
+        running, holding the port, the embedded Qdrant lock and the prediction log. It stops
+        taking work, writes what it has (bounded) and exits.
+        """
+        while not self._closing.wait(1.0):
+            if os.getppid() == parent:
+                continue
+            log.error("arbiter (pid %d) is gone; flushing the prediction log and exiting", parent)
+            with contextlib.suppress(Exception):
+                self.shadow.close(timeout=5)
+            with contextlib.suppress(Exception):
+                self.writer.close(timeout=10)
+            os._exit(70)
+
+    def _mark_lost_shadows(self) -> None:
+        """Rows a killed service left with a pending shadow say why it never came."""
+        try:
+            lost = self.log.mark_pending_lost()
+        except Exception as err:  # noqa: BLE001 - the log may be down; serving goes on
+            log.warning("could not mark pending shadows lost: %s", type(err).__name__)
+            return
+        if lost:
+            log.warning("%d logged requests lost their shadow run (service restarted)", lost)
 
     # ------------------------------------------------------------ models
 
@@ -247,7 +219,9 @@ class CopilotService:
         return models.shadow.suggest_batch([j.message for j in jobs], [j.context for j in jobs])
 
     def _record(self, result: ShadowResult) -> None:
-        """Write one request's record (champion, shadow, versions, latency) to the log."""
+        """Add the shadow's outcome to the request's row (written when the champion answered)."""
+        from monitoring.prediction_log import ShadowUpdate
+
         job = result.job
         metrics()["shadow"].labels(outcome=result.outcome).inc()
         if result.outcome in FAILURES:
@@ -256,17 +230,39 @@ class CopilotService:
                 "shadow %s for request %s: %s", result.outcome, job.request_id, result.error
             )
         self.writer.submit(
-            PredictionRecord(
+            ShadowUpdate(job.request_id, result.outcome, result.suggestion, result.error)
+        )
+
+    async def _commit(self, job: ShadowJob) -> bool:
+        """Write the champion's row (redacted) and wait for its commit; False if it timed out."""
+        from monitoring.prediction_writer import WriterFull
+
+        timeout = serve_params().serve.log_commit_timeout_s
+
+        def submit() -> Any:
+            record = PredictionRecord(
                 request_id=job.request_id,
-                case_id=job.case_id,
+                case_id=stored_case_id(job.case_id),
                 created_at=job.created_at,
-                message=_redacted(job.message),
+                message=redacted(job.message),
                 champion=job.champion,
-                shadow=result.suggestion,
-                shadow_error=result.error,
                 latency_ms=job.latency_ms,
             )
-        )
+            return self.writer.submit(record, timeout=timeout)
+
+        try:
+            committed = await anyio.to_thread.run_sync(submit)
+            # shield: giving up waiting must not cancel the write itself
+            return bool(
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(committed)), timeout)
+            )
+        except (WriterFull, TimeoutError) as err:
+            reason = "queue_full" if isinstance(err, WriterFull) else "commit_timeout"
+            metrics()["unlogged"].labels(reason=reason).inc()
+            log.warning(
+                "answering request %s before its log row committed (%s)", job.request_id, reason
+            )
+            return False
 
     # ------------------------------------------------------------ routes
 
@@ -290,17 +286,18 @@ class CopilotService:
         metrics()["suggestions"].labels(outcome=outcome).inc()
         if suggestion.stopped_at:
             metrics()["abstentions"].labels(stage=suggestion.stopped_at).inc()
-        self.shadow.submit(
-            ShadowJob(
-                request_id, case_id, message, turns, suggestion, latency_ms, datetime.now(UTC)
-            )
+        job = ShadowJob(
+            request_id, case_id, message, turns, suggestion, latency_ms, datetime.now(UTC)
         )
+        logged = await self._commit(job)  # durable before the 200 (or logged=false)
+        self.shadow.submit(job)  # after the row was queued: its update can never come first
         return SuggestResponse(
             request_id=request_id,
             case_id=case_id,
             abstained=outcome == "abstained",
             suggestion=suggestion,
             latency_ms=latency_ms,
+            logged=logged,
         )
 
     @bentoml.api(route="/feedback")
@@ -308,34 +305,51 @@ class CopilotService:
         self,
         case_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)],
         sent_reply: Annotated[str, Field(max_length=4 * MAX_MESSAGE_CHARS)],
-        used_suggestion: bool,
+        used_suggestion: StrictBool,
+        ctx: bentoml.Context,
     ) -> FeedbackResponse:
-        """Store what the agent actually sent (redacted) and whether they used the suggestion."""
-        item = Feedback(
-            case_id=case_id,
-            sent_reply=sent_reply,
-            used_suggestion=used_suggestion,
-            created_at=datetime.now(UTC),
+        """Store what the agent sent (redacted) and whether they used the suggestion.
+
+        404 for a case with no logged suggestion, 409 for a second, different feedback on a
+        case; the same feedback again is idempotent (200, `stored: false`). `used_suggestion`
+        must be a JSON boolean (`"yes"` or 1 is a 400).
+        """
+        status, stored, error = await anyio.to_thread.run_sync(
+            store_feedback, self.log, self._feedback_lock, case_id, sent_reply, used_suggestion
         )
-
-        def store() -> int:
-            return self.log.write_feedback(
-                item.model_copy(update={"sent_reply": _redacted(item.sent_reply)})
-            )
-
-        stored = await anyio.to_thread.run_sync(store)
-        return FeedbackResponse(case_id=case_id, stored=stored == 1)
+        ctx.response.status_code = status
+        return FeedbackResponse(case_id=case_id, stored=stored, error=error)
 
     @bentoml.api(route="/admin/reload")
     async def reload(self, force: bool = False) -> ModelsResponse:
         """Re-resolve the aliases now and swap models if they moved (or when `force`)."""
         reloaded = await anyio.to_thread.run_sync(lambda: self._check(force))
-        models = self.reloader.current
-        return ModelsResponse(
-            reloaded=reloaded,
-            champion=models.champion.versions if models else {},
-            shadow=models.shadow.versions if models and models.shadow else None,
-            last_error=self.reloader.last_error,
+        return ModelsResponse(reloaded=reloaded, **self._models())
+
+    def _models(self) -> dict[str, Any]:
+        models, source = self.reloader.current, self.reloader.source
+        return {
+            "champion": models.champion.versions if models else {},
+            "shadow": models.shadow.versions if models and models.shadow else None,
+            "last_error": self.reloader.last_error,
+            "shadow_error": self.reloader.shadow_error,
+            "store_replaced": getattr(source, "store_replaced", None),
+        }
+
+    @bentoml.api(route="/admin/status")
+    async def status(self) -> StatusResponse:
+        """What the service runs and why not more: models, errors, log writes, shadow runs."""
+        stats = self.writer.stats()
+        return StatusResponse(
+            reloaded=False,
+            **self._models(),
+            log={
+                "submitted": stats.submitted,
+                "written": stats.written,
+                "failed_flushes": stats.failed_flushes,
+                "rejected": stats.rejected,
+            },
+            shadow_runs=self.shadow.stats(),
         )
 
     def _check(self, force: bool) -> bool:
@@ -345,7 +359,9 @@ class CopilotService:
             return False
 
     @bentoml.api(route="/admin/flush")
-    async def flush(self, timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0) -> FlushResponse:
+    async def flush(
+        self, timeout_s: Annotated[float, Field(ge=0.001, le=300)] = 30.0
+    ) -> FlushResponse:
         """Wait until every request so far is shadowed and written to the prediction log."""
 
         def wait() -> bool:
@@ -361,9 +377,14 @@ class CopilotService:
             batches=self.champion.stats(),
         )
 
+    async def __metrics__(self, content: str) -> str:
+        """/metrics with unknown request paths folded into one label set (bentos/surfaces.py)."""
+        return bounded_metrics(content)
+
     @bentoml.on_shutdown
     def close(self) -> None:
         """Stop polling, finish shadow jobs (as 'stopped'), flush the prediction log."""
+        self._closing.set()
         self.reloader.stop()
         self.shadow.close(timeout=30)
         self.champion.close()

@@ -1,17 +1,67 @@
-"""`casepilot serve`: run the BentoML copilot service (`bentos.service:CopilotService`)."""
+"""`casepilot serve`: run the BentoML copilot service (`bentos.service:CopilotService`).
+
+`bentoml serve` runs in its own process group; SIGTERM, SIGINT and SIGHUP sent to `casepilot
+serve` are forwarded to that whole group (BentoML's arbiter and its workers), so stopping the
+PID you started stops the server. If the group is still running `STOP_GRACE_S` after the
+signal it is killed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from types import FrameType
 
 import typer
 from rich.console import Console
 
 console = Console()
 REPO = Path(__file__).resolve().parents[1]
+STOP_GRACE_S = 60.0  # the service flushes its prediction log on SIGTERM; then SIGKILL
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+    """Run `command` in a new process group, forwarding stop signals to it; its exit code."""
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL if stopping.is_set() else signum)
+            except ProcessLookupError:
+                return
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        deadline = None  # set when the first stop signal has been seen
+        while True:
+            try:
+                code = process.wait(timeout=0.5)
+                return 128 - code if code < 0 else code  # killed by a signal: 128 + its number
+            except subprocess.TimeoutExpired:
+                if not stopping.is_set():
+                    continue
+                deadline = deadline or time.monotonic() + STOP_GRACE_S
+                if time.monotonic() < deadline:
+                    continue
+                console.print(
+                    f"[red]server still running {STOP_GRACE_S:g} s after the signal; "
+                    "killing it[/red]"
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve_command(
@@ -90,4 +140,4 @@ def serve(
         f"serving [bold]{models_alias}[/bold] (shadow: {shadow_alias}) from {source} "
         f"on http://{host or cfg.host}:{port or cfg.port}"
     )
-    raise typer.Exit(subprocess.call(command, env=env))
+    raise typer.Exit(run_forwarding_signals(command, env))

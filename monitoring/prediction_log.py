@@ -3,6 +3,11 @@
 SQLite (WAL mode, busy timeout) by default, PostgreSQL by URL. `PredictionLog` writes and reads;
 `monitoring.prediction_writer.BufferedPredictionWriter` batches the service's writes on a
 background thread without losing a record under concurrency or on a graceful shutdown.
+
+The service writes a request's row when the champion answers, with `shadow_status='pending'`
+(`write(records, shadow_pending=True)`), and fills the shadow in later (`update_shadows`). Rows
+still pending when a service starts are marked lost with the reason (`mark_pending_lost`). A
+missing shadow is SQL NULL (not the JSON text 'null').
 """
 
 from __future__ import annotations
@@ -16,6 +21,18 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from monitoring.prediction_tables import (
+    SHADOW_LOST_ON_RESTART,
+    SHADOW_PENDING,
+    JsonColumn,
+    ShadowUpdate,
+    add_missing_columns,
+    feedback,
+    metadata,
+    prediction_row,
+    predictions,
+    shadow_columns,
+)
 from pipelines.contract import Feedback, PredictionRecord
 
 if TYPE_CHECKING:
@@ -26,83 +43,6 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Errors worth waiting out (server down, database locked); others mean a record is bad.
 TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError)
-
-
-class UtcDateTime(sa.types.TypeDecorator):
-    """A timestamp stored in UTC and read back timezone-aware, on SQLite and PostgreSQL alike."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# JSONB on PostgreSQL so scores and versions can be queried there; plain JSON text elsewhere.
-JsonColumn = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-metadata = sa.MetaData()
-
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String, nullable=False, unique=True),
-    sa.Column("case_id", sa.String, nullable=False, index=True),
-    sa.Column("created_at", UtcDateTime, nullable=False, index=True),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("champion", JsonColumn, nullable=False),
-    sa.Column("champion_text", sa.Text),
-    sa.Column("stopped_at", sa.String),
-    sa.Column("abstain_reason", sa.Text),
-    sa.Column("topic", sa.String, index=True),
-    sa.Column("scores", JsonColumn, nullable=False),
-    sa.Column("versions", JsonColumn, nullable=False),
-    sa.Column("shadow", JsonColumn),
-    sa.Column("shadow_text", sa.Text),
-    sa.Column("shadow_stopped_at", sa.String),
-    sa.Column("shadow_error", sa.Text),
-    sa.Column("latency_ms", sa.Float, nullable=False),
-)
-
-feedback = sa.Table(
-    "feedback",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("case_id", sa.String, nullable=False, index=True),
-    sa.Column("sent_reply", sa.Text, nullable=False),
-    sa.Column("used_suggestion", sa.Boolean, nullable=False),
-    sa.Column("created_at", UtcDateTime, nullable=False),
-)
-
-
-def _prediction_row(record: PredictionRecord) -> dict[str, Any]:
-    champion, shadow = record.champion, record.shadow
-    return {
-        "request_id": record.request_id,
-        "case_id": record.case_id,
-        "created_at": record.created_at,
-        "message": record.message,
-        "champion": champion.model_dump(mode="json"),
-        "champion_text": champion.text,
-        "stopped_at": champion.stopped_at,
-        "abstain_reason": champion.abstain_reason,
-        "topic": champion.topic,
-        "scores": dict(champion.scores),
-        "versions": dict(champion.versions),
-        "shadow": shadow.model_dump(mode="json") if shadow else None,
-        "shadow_text": shadow.text if shadow else None,
-        "shadow_stopped_at": shadow.stopped_at if shadow else None,
-        "shadow_error": record.shadow_error,
-        "latency_ms": record.latency_ms,
-    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -155,6 +95,7 @@ class PredictionLog:
                 if self.schema:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
                 metadata.create_all(conn)
+                add_missing_columns(conn, self.schema)
         except sa.exc.DBAPIError:
             # several service workers may start at once: fine if another one created them
             with self.engine.connect() as conn:
@@ -170,20 +111,78 @@ class PredictionLog:
             return postgresql.insert(table)
         return sa.insert(table)
 
-    def write(self, records: Sequence[PredictionRecord]) -> int:
-        """Insert records in one transaction; returns how many were new (seen request_ids skip)."""
+    def write(self, records: Sequence[PredictionRecord], *, shadow_pending: bool = False) -> int:
+        """Insert records in one transaction; returns how many were new (seen request_ids skip).
+
+        `shadow_pending`: the shadow has not run yet (`shadow_status='pending'`); its result
+        comes later through `update_shadows`.
+        """
         if not records:
             return 0
         statement = self._insert(predictions)
         if hasattr(statement, "on_conflict_do_nothing"):
             # Idempotent, so a batch retried after an ambiguous failure never duplicates rows.
             statement = statement.on_conflict_do_nothing(index_elements=["request_id"])
-        rows = [_prediction_row(r) for r in records]
+        rows = [prediction_row(r, pending=shadow_pending) for r in records]
         with self.engine.begin() as conn:
             if self.engine.dialect.insert_executemany_returning:
                 # executemany rowcount is unreliable across drivers; count the ids inserted
                 return len(conn.execute(statement.returning(predictions.c.id), rows).all())
             return max(conn.execute(statement, rows).rowcount, 0)
+
+    def update_shadows(self, updates: Sequence[ShadowUpdate]) -> int:
+        """Add the shadow's results to logged rows in one transaction; returns rows changed."""
+        if not updates:
+            return 0
+        statement = (
+            sa.update(predictions)
+            .where(predictions.c.request_id == sa.bindparam("rid"))
+            .values(
+                shadow=sa.bindparam("shadow", type_=JsonColumn),
+                shadow_text=sa.bindparam("shadow_text"),
+                shadow_stopped_at=sa.bindparam("shadow_stopped_at"),
+                shadow_error=sa.bindparam("shadow_error"),
+                shadow_status=sa.bindparam("shadow_status"),
+            )
+        )
+        rows = [
+            {
+                "rid": u.request_id,
+                **shadow_columns(u.suggestion),
+                "shadow_error": u.error,
+                "shadow_status": u.status,
+            }
+            for u in updates
+        ]
+        with self.engine.begin() as conn:
+            result = conn.execute(statement, rows)
+        return max(result.rowcount, 0)
+
+    def mark_pending_lost(self, reason: str = SHADOW_LOST_ON_RESTART) -> int:
+        """Rows whose shadow never finished (a crash) become `lost` with `reason`; the count."""
+        statement = (
+            sa.update(predictions)
+            .where(predictions.c.shadow_status == SHADOW_PENDING)
+            .values(shadow_status="lost", shadow_error=reason)
+        )
+        with self.engine.begin() as conn:
+            return max(conn.execute(statement).rowcount, 0)
+
+    def has_case(self, case_id: str) -> bool:
+        """True when a prediction for `case_id` is in the log."""
+        query = sa.select(predictions.c.id).where(predictions.c.case_id == case_id).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def feedback_for(self, case_id: str) -> list[dict[str, Any]]:
+        """The feedback rows stored for `case_id`, oldest first."""
+        query = (
+            sa.select(feedback.c.sent_reply, feedback.c.used_suggestion)
+            .where(feedback.c.case_id == case_id)
+            .order_by(feedback.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def write_feedback(self, items: Feedback | Sequence[Feedback]) -> int:
         """Insert the agent's feedback (created_at defaults to now); returns the count written."""

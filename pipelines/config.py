@@ -390,6 +390,13 @@ class ServeConfig(Section):
         description="the shadow starts a batch only after no champion request has been in flight "
         "for this long; queued shadow jobs wait (and are shed past shadow_queue_size)",
     )
+    log_commit_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="how long /suggest waits for its prediction-log row to commit; past it the "
+        "champion still answers, with logged=false (the row stays queued), never a 5xx",
+    )
     shadow_nice: int = Field(
         0,
         ge=0,

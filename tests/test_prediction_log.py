@@ -188,13 +188,13 @@ class GatedLog(PredictionLog):
         self.gate, self.entered = threading.Event(), threading.Event()
         self.fail_first = fail_first
 
-    def write(self, records):
+    def write(self, records, **kw):
         self.entered.set()
         self.gate.wait()
         if self.fail_first:
             self.fail_first = False
             raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
-        return super().write(records)
+        return super().write(records, **kw)
 
 
 def test_full_queue_waits_and_counts_instead_of_dropping(tmp_path: Path) -> None:
@@ -233,10 +233,10 @@ class PoisonLog(PredictionLog):
     def __init__(self, inner: PredictionLog) -> None:
         super().__init__(inner.engine)
 
-    def write(self, records):
+    def write(self, records, **kw):
         if any("POISON" in r.message for r in records):
             raise sa.exc.DataError("INSERT", {}, Exception("invalid byte sequence"))
-        return super().write(records)
+        return super().write(records, **kw)
 
 
 def test_an_invalid_record_is_rejected_without_blocking_the_rest(tmp_path: Path) -> None:

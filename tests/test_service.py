@@ -29,6 +29,9 @@ from hypothesis import strategies as st
 
 from pipelines.contract import STAGES
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from service_harness import build_tiny_models  # noqa: E402
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-123"
@@ -39,61 +42,6 @@ MESSAGES = [
     "why was my card declined at the shop",
     "can I change the email on my account? it is jane.doe@example.com",
 ]
-
-
-def build_tiny_models(out: Path) -> Path:
-    """Train every stage for a few steps on a one-day synthetic world into `out/<stage>`."""
-    from pipelines.config import (
-        AnswerConfig,
-        RetrieveConfig,
-        SynthConfig,
-        ToneConfig,
-        TopicConfig,
-        TriggerConfig,
-    )
-    from pipelines.stages import answer, retrieve, tone, topic, trigger
-    from pipelines.stages.classifier import build_tiny_encoder
-    from pipelines.synth.world import generate_world
-
-    world = generate_world(SynthConfig(days=1, cases_per_day=60, drift_from_day=None), seed=3)
-    cases = [c for day in world.days for c in day.cases]
-    words = {w for c in cases for w in c.message.lower().split()} | {"agent", "customer", ":"}
-    base = build_tiny_encoder(out / "base", sorted(words))
-    tiny = dict(
-        base_model=str(base),
-        max_steps=6,
-        batch_size=16,
-        learning_rate=3e-3,
-        warmup_ratio=0.0,
-        max_length=48,
-        metric_for_best_model="loss",
-        seed=1,
-    )
-    gen = dict(
-        tiny_layers=1,
-        tiny_hidden=32,
-        tiny_heads=2,
-        vocab_size=300,
-        max_length=128,
-        max_new_tokens=16,
-        learning_rate=1e-2,
-        batch_size=16,
-        epochs=1.0,
-    )
-    trigger.train(TriggerConfig(**tiny), cases, cases, out / "trigger")
-    topic.train(TopicConfig(**tiny), cases, cases, out / "topic")
-    retrieve.train(
-        RetrieveConfig(top_k=5),
-        cases,
-        None,
-        out / "retrieve",
-        docs=world.docs,
-        location=str(out / "qdrant-build"),
-        data_version="service-test",
-    )
-    answer.train(AnswerConfig(**gen), cases, [], out / "answer", docs=world.docs)
-    tone.train(ToneConfig(**gen, lora=False), cases, [], out / "tone")
-    return out
 
 
 def _set_threshold(stage_dir: Path, threshold: float) -> None:
@@ -323,7 +271,7 @@ def test_suggest_and_feedback_round_trip_into_the_log(server: Server, client) ->
             "used_suggestion": False,
         },
     )
-    assert feedback.status_code == 200 and feedback.json() == {"case_id": "rt-0", "stored": True}
+    assert feedback.status_code == 200 and feedback.json()["stored"] is True
     flushed = server.admin(client, "flush").json()
     assert flushed["flushed"] and flushed["shadow"]["done"] == flushed["shadow"]["submitted"]
     batches = flushed["batches"]  # every champion request went through the micro-batcher
@@ -383,7 +331,8 @@ def test_api_key_is_required_for_feedback_and_admin(server: Server, client) -> N
         )
         assert missing.status_code == 401 and "X-API-Key" in missing.json()["error"]
         assert wrong.status_code == 403 and wrong.json() == {"error": "wrong API key"}
-        assert bearer.status_code == 200, bearer.text
+        # past the key check: /feedback then answers 404 for this never-suggested case
+        assert bearer.status_code == (404 if route == "/feedback" else 200), bearer.text
 
 
 def test_oversized_and_malformed_requests_get_clear_4xx(server: Server, client) -> None:
