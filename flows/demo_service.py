@@ -50,10 +50,9 @@ class ServiceClient:
         return {"X-API-Key": self.api_key}
 
     def models(self) -> dict[str, Any]:
-        """Which versions the service runs (`/admin/reload` without force changes nothing unless
-        the registry moved, which the service's own poll would pick up anyway)."""
+        """Which versions the service runs, and its shadow runs (`/admin/status`, read-only)."""
         response = httpx.post(
-            f"{self.url}/admin/reload", json={"force": False}, headers=self.headers(), timeout=600
+            f"{self.url}/admin/status", json={}, headers=self.headers(), timeout=60
         )
         response.raise_for_status()
         return response.json()
