@@ -4,8 +4,9 @@
 the embedded store with built-in authentication (flows/mlflow_auth.py), the Evidently UI over the
 monitors' workspace, Label Studio for the review queue (flows/cli_up_studio.py) and — once a
 champion is registered — the BentoML service. Slow starters are launched together and then
-polled (bounded deadlines), so the whole stack is up in about the time of the slowest. Every process is recorded in `CASEPILOT_HOME/run/services.json` (flows/stack.py);
-`down` stops exactly those groups. Running `up` again starts only what is not running. The
+polled (bounded deadlines), so the whole stack is up in about the time of the slowest. Every
+process is recorded in `CASEPILOT_HOME/run/services.json` (flows/stack.py); `down` stops
+exactly those groups. Running `up` again starts only what is not running. The
 service gets an API key (`CASEPILOT_API_KEY`, else generated into
 `CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/service_key.py) that the flows send when
 they ask it to reload.
@@ -248,7 +249,9 @@ def bring_up(params: Params, params_file: Path) -> Stack:
         version = f"{ui.url}/api/version"
         pending.append((ui, lambda: stack.http_ok(version) is not None, 120))
     if isinstance(studio, Service):
-        pending.append((studio, cli_up_studio.health_check(studio), params.review.startup_timeout_s))
+        pending.append(
+            (studio, cli_up_studio.health_check(studio), params.review.startup_timeout_s)
+        )
     for service, check, timeout_s in pending:
         attempt(service.name, lambda s=service, c=check, t=timeout_s: stack.wait_healthy(s, c, t))
     return st

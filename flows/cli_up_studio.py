@@ -65,6 +65,4 @@ def users_note(params: Params) -> str:
     """Who signs in to Label Studio and where their passwords and API tokens are."""
     names = ", ".join(("admin", *params.review.reviewers))
     where = review_server.secrets_file(params.home)
-    return (
-        f"{names} (@{review_server.EMAIL_DOMAIN}); passwords and API tokens in {where} (0600)"
-    )
+    return f"{names} (@{review_server.EMAIL_DOMAIN}); passwords and API tokens in {where} (0600)"

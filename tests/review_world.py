@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import timedelta
-
 from typing import TYPE_CHECKING
 
 from monitoring.prediction_log import PredictionLog

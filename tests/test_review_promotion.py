@@ -2,9 +2,9 @@
 is rejected with the reviewed figures as the reason, and the figures are tagged on the version.
 
 The reviewed day comes from the synthetic world with known truth (tests/review_world.py): the
-sample is drawn from a served prediction log and labelled by an oracle from the truth (with
-every shadow suggestion rated wrong for the reviewed-worse challenger). The version lives in a real SQLite MLflow
-registry; the decision is recorded by the `monitor` flow's own `record_decision`.
+sample is drawn from a served prediction log and labelled by an oracle from the truth (every
+shadow suggestion rated wrong for the reviewed-worse challenger). The version lives in a real
+SQLite MLflow registry; the decision is recorded by the `monitor` flow's own `record_decision`.
 """
 
 from __future__ import annotations
