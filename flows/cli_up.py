@@ -2,10 +2,11 @@
 
 `up` starts the Prefect server and a process worker on `schedule.work_pool`, the MLflow server over
 the embedded store with built-in authentication (flows/mlflow_auth.py), the Evidently UI over the
-monitors' workspace and — once a champion is registered — the BentoML service. Slow starters are
-launched together and then polled (bounded deadlines), so the whole stack is up in about the time
-of the slowest. Every process is recorded in `CASEPILOT_HOME/run/services.json` (flows/stack.py);
-`down` stops exactly those groups. Running `up` again starts only what is not running. The
+monitors' workspace, Label Studio for the review queue (flows/cli_up_studio.py) and — once a
+champion is registered — the BentoML service. Slow starters are launched together and then
+polled (bounded deadlines), so the whole stack is up in about the time of the slowest. Every
+process is recorded in `CASEPILOT_HOME/run/services.json` (flows/stack.py); `down` stops
+exactly those groups. Running `up` again starts only what is not running. The
 service gets an API key (`CASEPILOT_API_KEY`, else generated into
 `CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/service_key.py) that the flows send when
 they ask it to reload.
@@ -28,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows import stack
+from flows import cli_up_studio, stack
 from flows.stack import HOST, Service
 from pipelines.config import Params
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 DEFAULT_PREFECT_PORT = 4200
 SCHEDULER_LOOP_ENV = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"
-ORDER = ("prefect-server", "prefect-worker", "mlflow", "evidently-ui", "bentoml")
+ORDER = ("prefect-server", "prefect-worker", "mlflow", "evidently-ui", "label-studio", "bentoml")
 
 
 def prefect_api_url(params: Params) -> tuple[str, int]:
@@ -224,6 +225,7 @@ def bring_up(params: Params, params_file: Path) -> Stack:
     prefect = attempt("prefect-server", lambda: _start_prefect(st, api, prefect_port))
     mlflow = attempt("mlflow", lambda: _start_mlflow(st))
     ui = attempt("evidently-ui", lambda: _start_evidently(st))
+    studio = attempt("label-studio", lambda: cli_up_studio.start(st))  # flows/cli_up_studio.py
     if prefect and attempt("prefect-server", lambda: stack.wait_healthy(
             prefect, lambda: stack.http_ok(f"{api}/health") is not None, 120)):  # fmt: skip
         # deployments first: they create the work pool the worker then polls (no create race)
@@ -246,6 +248,10 @@ def bring_up(params: Params, params_file: Path) -> Stack:
     if isinstance(ui, Service):
         version = f"{ui.url}/api/version"
         pending.append((ui, lambda: stack.http_ok(version) is not None, 120))
+    if isinstance(studio, Service):
+        pending.append(
+            (studio, cli_up_studio.health_check(studio), params.review.startup_timeout_s)
+        )
     for service, check, timeout_s in pending:
         attempt(service.name, lambda s=service, c=check, t=timeout_s: stack.wait_healthy(s, c, t))
     return st
@@ -275,7 +281,7 @@ def _print(st: Stack) -> None:
         url, pid = (service.url, str(service.pid)) if service else ("", "")
         table.add_row(name, url, pid, status)
     console.print(table)
-    for name in ("deployments", "mlflow users", "service API key"):
+    for name in ("deployments", "mlflow users", cli_up_studio.USERS, "service API key"):
         if name in st.status:
             notes.append(f"{name}: {st.status[name]}")
     for note in notes:
@@ -287,7 +293,8 @@ def _print(st: Stack) -> None:
 
 
 def up(params_file: Path = PARAMS) -> None:
-    """Start Prefect (server + worker), MLflow (with sign-in), Evidently UI and the service."""
+    """Start Prefect (server + worker), MLflow (with sign-in), Evidently UI, Label Studio and
+    the service."""
     from flows.cli import params_or_exit
 
     params = params_or_exit(params_file)

@@ -13,6 +13,10 @@ Qdrant folder the running service holds. Then either:
   evidence and the MLflow link (monitoring/notify.py: apprise, through the paging channel);
 - it does not → the version is tagged `casepilot.challenger_rejected=true` with the reasons.
 
+A match-rate win is vetoed when reviewers found the challenger significantly worse on the latest
+reviewed day (monitoring/review_promotion.py); the reviewed figures are tagged on the version
+(`casepilot.evidence.reviewed_*`) either way.
+
 Idempotent: the decision's evidence hash is stored on the version (`casepilot.decision_key`). A
 rerun on the same evidence changes nothing and sends nothing; a version that already carries a
 request is not asked again (a new request would clear a reviewer's approval), only re-notified
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitoring.promotion_replay import evidence_key, stage_decision, stage_shadow_cases
+from monitoring.review_promotion import reviewed_decision
 from pipelines.approval import REQUESTED, request_promotion
 from pipelines.registry_audit import now_iso, set_version_tags
 from pipelines.registry_store import CHALLENGER, CHAMPION, registry_client
@@ -115,6 +120,8 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
             stage, cases, rows["sent_reply"].tolist(),
             [champion_texts[m] for m in messages], _texts(swapped, messages), params,
         )  # fmt: skip
+        # reviewed correctness can veto a match-rate win (monitoring/review_promotion.py)
+        decision = reviewed_decision(params, stage, challenger.name, challenger.version, decision)
         outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
     return outcomes
 

@@ -4,7 +4,9 @@
   processes started by a `prefect worker`, no Docker.
 - `register_deployments`: `retrain` (cron `schedule.retrain_cron`), `monitor` (cron
   `schedule.monitor_cron`) — each replaced by an interval when `schedule.<flow>_interval_seconds`
-  is set —, `promote` (every `schedule.promote_poll_seconds`) and `rollback` (on demand), in
+  is set —, `review` / `review-collect` (crons `schedule.review_cron` /
+  `schedule.review_collect_cron`, same interval overrides: flows/lifecycle_review.py),
+  `promote` (every `schedule.promote_poll_seconds`) and `rollback` (on demand), in
   `schedule.timezone`,
   with the code taken from this checkout (a `set_working_directory` pull step, no remote code
   store) and every flow run's state under the same CASEPILOT_HOME.
@@ -32,7 +34,12 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "casepilot"  # every flow's deployment has this name: `retrain/casepilot`, …
 AUTOMATION = "casepilot-retrain-on-drift"
-FLOWS = ("retrain", "monitor", "promote", "rollback")
+FLOWS = ("retrain", "monitor", "promote", "rollback", "review", "review-collect")
+# flow name -> its entrypoint in this checkout (the rest live in flows/lifecycle.py)
+ENTRYPOINTS = {
+    "review": "flows/lifecycle_review.py:review",
+    "review-collect": "flows/lifecycle_review.py:review_collect",
+}
 # An interval schedule's first run: this long after registration, past one loop of the server's
 # scheduler (`casepilot up` runs it every 10 s), so the first slot is never already in the past.
 INTERVAL_FIRST_RUN_S = 30
@@ -92,7 +99,8 @@ def ensure_work_pool(params: Params) -> str:
 def flow_schedule(params: Params, flow_name: str) -> Any:
     """The Prefect schedule of one lifecycle flow, or None for an on-demand flow.
 
-    `retrain` and `monitor` run on their crons unless `schedule.<flow>_interval_seconds` is set
+    `retrain`, `monitor`, `review` and `review-collect` run on their crons unless
+    `schedule.<flow>_interval_seconds` is set
     (an interval then replaces the cron, e.g. to compress time in the demo); `promote` polls
     every `schedule.promote_poll_seconds`; `rollback` runs on demand (and from `monitor`).
     """
@@ -103,13 +111,20 @@ def flow_schedule(params: Params, flow_name: str) -> Any:
         "retrain": cfg.retrain_interval_seconds,
         "monitor": cfg.monitor_interval_seconds,
         "promote": cfg.promote_poll_seconds,
+        "review": cfg.review_interval_seconds,
+        "review-collect": cfg.review_collect_interval_seconds,
     }.get(flow_name)
     if interval is not None:  # first run shortly after registration, then every interval
         first = datetime.now(UTC) + timedelta(seconds=INTERVAL_FIRST_RUN_S)
         return IntervalSchedule(
             interval=timedelta(seconds=interval), anchor_date=first, timezone=cfg.timezone
         )
-    cron = {"retrain": cfg.retrain_cron, "monitor": cfg.monitor_cron}.get(flow_name)
+    cron = {
+        "retrain": cfg.retrain_cron,
+        "monitor": cfg.monitor_cron,
+        "review": cfg.review_cron,
+        "review-collect": cfg.review_collect_cron,
+    }.get(flow_name)
     return CronSchedule(cron=cron, timezone=cfg.timezone) if cron else None
 
 
@@ -132,7 +147,8 @@ def _deployment(params: Params, flow_name: str, params_file: Path) -> Any:
 
     cfg = params.schedule
     schedule = flow_schedule(params, flow_name)
-    flow = Flow.from_source(source=str(REPO), entrypoint=f"flows/lifecycle.py:{flow_name}")
+    entrypoint = ENTRYPOINTS.get(flow_name, f"flows/lifecycle.py:{flow_name}")
+    flow = Flow.from_source(source=str(REPO), entrypoint=entrypoint)
     return flow.to_deployment(
         name=DEPLOYMENT,
         schedules=[schedule] if schedule is not None else None,
@@ -146,7 +162,7 @@ def _deployment(params: Params, flow_name: str, params_file: Path) -> Any:
 
 
 def register_deployments(params: Params, params_file: str | Path = "params.yaml") -> list[str]:
-    """Create or update the four deployments and the drift automation; their names.
+    """Create or update the six deployments and the drift automation; their names.
 
     Returns `flow/deployment` names (e.g. `retrain/casepilot`) and the automation's name.
     `params_file` is what each run loads (made absolute here, as runs start in the checkout).

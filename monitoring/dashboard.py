@@ -3,6 +3,9 @@
 The workspace lives in `CASEPILOT_HOME/evidently` (`evidently ui --workspace` serves it). Each
 monitoring run adds one snapshot holding the drift report and the online metrics (as `MeanValue`
 metrics, see `monitoring.drift.compute_drift(tracked=...)`), so every panel is a metric over time.
+The "Reviewed" tab plots the latest reviewed day of the review queue (`tracked_values`: the
+online metrics plus `monitoring.review_run.latest_values`): reviewed correctness with its 95%
+interval next to the match rate, and the label-free estimates' error against it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_TAB = "Drift"
 ONLINE_TAB = "Online"
+REVIEW_TAB = "Reviewed"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,50 @@ PANELS: tuple[PanelSpec, ...] = (
 )
 
 
+# Reviewed figures (Label Studio review queue): points appear once a day has been reviewed.
+REVIEW_PANELS: tuple[PanelSpec, ...] = (
+    PanelSpec(
+        "Reviewed suggestion correctness (95% interval)",
+        REVIEW_TAB,
+        (
+            _mean("champion", "reviewed_champion_suggestion_correct"),
+            _mean("champion low", "reviewed_champion_suggestion_correct_low"),
+            _mean("champion high", "reviewed_champion_suggestion_correct_high"),
+            _mean("challenger", "reviewed_challenger_suggestion_correct"),
+        ),
+        "share of suggestions reviewers rated correct or usable; compare the match rate",
+    ),
+    PanelSpec(
+        "Reviewed trigger and topic accuracy (champion)",
+        REVIEW_TAB,
+        (
+            _mean("trigger", "reviewed_champion_trigger_accuracy"),
+            _mean("topic", "reviewed_champion_topic_accuracy"),
+        ),
+        "design-based estimates from the day's stratified review sample",
+    ),
+    PanelSpec(
+        "Label-free estimate error vs reviewed",
+        REVIEW_TAB,
+        tuple(
+            _mean(f"{kind} {stage}", f"{prefix}_error_{stage}")
+            for kind, prefix in (("raw", "label_free"), ("calibrated", "calibrated"))
+            for stage in ("trigger", "topic")
+        ),
+        "average-confidence estimate minus reviewed accuracy (0 = honest)",
+    ),
+)
+ALL_PANELS = (*PANELS, *REVIEW_PANELS)
+
+
+def tracked_values(params: Params, online: OnlineMetrics) -> dict[str, float]:
+    """What a monitoring snapshot stores besides drift: the window's online metrics and the
+    latest reviewed day's figures (empty until the review queue has labels)."""
+    from monitoring.review_run import latest_values
+
+    return {**online.as_values(), **latest_values(params)}
+
+
 def open_workspace(params: Params) -> Any:
     """The local Evidently workspace under `params.home.evidently` (created if needed)."""
     from evidently.ui.workspace import Workspace
@@ -105,7 +153,7 @@ def ensure_project(params: Params, workspace: Any | None = None) -> Any:
     dashboard = project.dashboard.model()
     existing = {panel.title for panel in dashboard.panels}
     added = False
-    for spec in PANELS:
+    for spec in ALL_PANELS:
         if spec.title in existing:
             continue
         values = [

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitoring.alert_rules import AlertDecision, breach_n_of_m
-from monitoring.dashboard import MonitoringRun, write_monitoring_run
+from monitoring.dashboard import MonitoringRun, tracked_values, write_monitoring_run
 from monitoring.drift import (
     DriftResult,
     compute_drift,
@@ -152,7 +152,7 @@ def run_monitor(
         drift_frame_from_window(window),
         cfg,
         embedder_name=params.data.validation.embedder,
-        tracked=online.as_values(),
+        tracked=tracked_values(params, online),
         timestamp=when,
         tags=["monitor"],
     )

@@ -509,12 +509,27 @@ class ScheduleConfig(Section):
     )
     retrain_cron: str = Field("0 3 * * *", description="cron of the `retrain` deployment")
     monitor_cron: str = Field("0 * * * *", description="cron of the `monitor` deployment")
+    review_cron: str = Field(
+        "0 6 * * *", description="cron of the `review` deployment (the day's sample to reviewers)"
+    )
+    review_collect_cron: str = Field(
+        "0 18 * * *",
+        description="cron of the `review-collect` deployment (finished labels back, accuracy)",
+    )
     timezone: str = Field("UTC", description="IANA time zone the crons are read in")
     retrain_interval_seconds: int | None = Field(
         None, ge=1, description="when set, `retrain` runs every N seconds instead of its cron"
     )
     monitor_interval_seconds: int | None = Field(
         None, ge=1, description="when set, `monitor` runs every N seconds instead of its cron"
+    )
+    review_interval_seconds: int | None = Field(
+        None, ge=1, description="when set, `review` runs every N seconds instead of its cron"
+    )
+    review_collect_interval_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="when set, `review-collect` runs every N seconds instead of its cron",
     )
     promote_poll_seconds: int = Field(
         60,
@@ -592,6 +607,17 @@ class ReviewConfig(Section):
         0.05, ge=0, le=1, description="the demo's simulated reviewer mislabels this share"
     )
     port: int = Field(8089, ge=1, le=65535, description="Label Studio on 127.0.0.1")
+    start_with_up: bool = Field(
+        True,
+        description="`casepilot up` starts Label Studio (false: the review flows use one "
+        "already running on review.port)",
+    )
+    startup_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="how long `casepilot up` waits for Label Studio (first start: accounts, "
+        "migrations check; minutes on a busy 2-core machine)",
+    )
     project_title: str = Field("casepilot review", min_length=1)
     batch_prefix: str = Field(
         "review", min_length=1, description="reviewed batches land as <prefix>-<date>.jsonl"

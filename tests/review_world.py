@@ -11,11 +11,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from monitoring.prediction_log import PredictionLog
 from pipelines.config import SynthConfig
 from pipelines.contract import Feedback, LabeledCase, PredictionRecord, Suggestion
 from pipelines.synth import generate_world
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
 
 
 def world_cases(cases_per_day: int = 150, days: int = 2, seed: int = 5) -> list[LabeledCase]:
@@ -99,3 +103,26 @@ def served_log(
     log.write(records)
     log.write_feedback(feedback)
     return log
+
+
+def reviewed_day(params: Params, day: str, *, shadow_wrong: bool = False) -> list[LabeledCase]:
+    """A served log, the day's review sample and an oracle's labels from the truth, summarised
+    (CASEPILOT_HOME/review/history.json); `shadow_wrong` rates every shadow suggestion wrong.
+    Returns the world's cases."""
+    from dataclasses import replace
+
+    from monitoring.review_run import draw_day, summarise_day
+    from monitoring.review_simulate import true_label
+
+    cases = world_cases(cases_per_day=60, days=1)
+    truth = {c.case_id: c for c in cases}
+    served_log(cases, params.prediction_log_url).close()
+    sample = draw_day(params, day)
+    labels = [
+        true_label(row, truth[row["case_id"]], "oracle", params.monitor.match_threshold)
+        for row in sample.to_dict("records")
+    ]
+    if shadow_wrong:
+        labels = [replace(x, shadow_rating="wrong" if x.shadow_rating else None) for x in labels]
+    summarise_day(params, day, labels)
+    return cases

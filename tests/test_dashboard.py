@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.dashboard import PANELS, ensure_project, open_workspace, write_monitoring_run
+from monitoring.dashboard import (
+    ALL_PANELS,
+    PANELS,
+    ensure_project,
+    open_workspace,
+    write_monitoring_run,
+)
 from monitoring.drift import compute_drift, drift_frame_from_cases, drift_frame_from_window
 from monitoring.monitor import history_path, load_history, run_monitor
 from monitoring.online import online_metrics
@@ -72,15 +78,16 @@ def test_three_runs_three_snapshots_and_every_panel(
         f"http://127.0.0.1:8000/projects/{project.id}/reports/{runs[0].run_id}"
     )
     dashboard = project.dashboard.model()
-    assert {p.title for p in dashboard.panels} == {spec.title for spec in PANELS}
-    assert {t.title for t in dashboard.tabs} == {"Drift", "Online"}
+    assert {p.title for p in dashboard.panels} == {spec.title for spec in ALL_PANELS}
+    assert {t.title for t in dashboard.tabs} == {"Drift", "Online", "Reviewed"}
     in_tabs = [panel_id for tab in dashboard.tabs for panel_id in tab.panels]
     assert sorted(in_tabs) == sorted(p.id for p in dashboard.panels)  # each panel once
     ensure_project(params)  # idempotent: no duplicate panels
     assert len(open_workspace(params).get_project(project.id).dashboard.model().panels) == len(
-        PANELS
+        ALL_PANELS
     )
-    # every line of every panel has one point per run, with the run's value
+    # every line of every operational panel has one point per run (the reviewed ones wait for
+    # a reviewed day: tests/test_review_dashboard.py)
     for spec in PANELS:
         for _legend, metric, labels in spec.lines:
             values = series(params, project.id, metric, labels)

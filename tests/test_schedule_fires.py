@@ -4,7 +4,8 @@
 nothing calls the flow: the server's scheduler creates the runs, the worker executes them. With
 SQLAlchemy 2.1 the scheduler failed every loop (`Can't evaluate bulk DML statement`) and no run
 was ever created; this test is the proof that the pinned 2.0.x works. The second test checks the
-lifecycle deployments carry the configured crons and interval overrides.
+lifecycle deployments (review and review-collect among them) carry the configured crons and
+interval overrides.
 """
 
 from __future__ import annotations
@@ -118,16 +119,22 @@ def test_lifecycle_deployments_carry_crons_and_interval_overrides(
 
     params_file = tmp_path / "params.yaml"
     schedule = {"prefect_api_url": server, "work_pool": "lifecycle-pool",
-                "monitor_interval_seconds": 30, "promote_poll_seconds": 7}  # fmt: skip
+                "monitor_interval_seconds": 30, "promote_poll_seconds": 7,
+                "review_cron": "15 5 * * *", "review_collect_interval_seconds": 45}  # fmt: skip
     params_file.write_text(yaml.safe_dump({"schedule": schedule}))
     params = load_params(params_file, home=Home(tmp_path / "home"), env={})
     register_deployments(params, params_file)
     with temporary_settings({PREFECT_API_URL: server}), get_client(sync_client=True) as client:
         found = {
             name: client.read_deployment_by_name(f"{name}/casepilot").schedules
-            for name in ("retrain", "monitor", "promote", "rollback")
+            for name in ("retrain", "monitor", "promote", "rollback", "review", "review-collect")
         }
+        review = client.read_deployment_by_name("review-collect/casepilot")
     assert found["retrain"][0].schedule.cron == params.schedule.retrain_cron
     assert found["monitor"][0].schedule.interval == timedelta(seconds=30)  # the override
     assert found["promote"][0].schedule.interval == timedelta(seconds=7)
     assert found["rollback"] == []
+    assert found["review"][0].schedule.cron == "15 5 * * *"  # the configured cron
+    assert found["review-collect"][0].schedule.interval == timedelta(seconds=45)  # the override
+    assert review.entrypoint == "flows/lifecycle_review.py:review_collect"
+    assert review.parameters == {"params_file": str(params_file.resolve())}

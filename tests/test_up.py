@@ -121,6 +121,7 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
                 "register": {"server_port": mlflow_port},
                 "monitor": {"ui_port": ui_port},
                 "serve": {"port": serve_port},
+                "review": {"start_with_up": False},  # tests/test_review_up.py starts it
                 "schedule": {
                     "prefect_api_url": f"http://127.0.0.1:{prefect_port}/api",
                     "work_pool": f"up-test-{prefect_port}",
@@ -142,6 +143,7 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
         recorded = stack.read_state(home)
         assert set(recorded) == {"prefect-server", "prefect-worker", "mlflow", "evidently-ui"}
         assert "bentoml skipped: no champion" in up.stdout  # nothing registered yet
+        assert "label-studio skipped: review.start_with_up is false" in up.stdout
         for service in recorded.values():
             assert service.url.startswith("http://127.0.0.1:")
             assert service.pid == service.pgid and stack.is_running(service)
