@@ -123,10 +123,15 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def _retrieved(cascade: Any, messages: list[ScenarioMessage], suggestions: list) -> list[tuple]:
-    """The hit texts and titles for every case that reached retrieval (else empty)."""
+def _retrieved(
+    cascade: Any, messages: list[ScenarioMessage], suggestions: list, wanted: set[str]
+) -> list[tuple]:
+    """The hit texts and titles of the cases that reached retrieval and whose scenario (in
+    `wanted`) expects a retrieved document; empty for the others."""
     reached = [
-        i for i, s in enumerate(suggestions) if s.stopped_at not in ("trigger", "topic") and s.topic
+        i
+        for i, s in enumerate(suggestions)
+        if s.stopped_at not in ("trigger", "topic") and s.topic and messages[i].scenario_id in wanted
     ]
     out: list[tuple] = [()] * len(messages)
     if not reached:
@@ -154,11 +159,12 @@ def run_suite(
     pii = pii or PiiConfig()
     messages = generate_suite(suite, per_scenario, seed)
     by_id = {s.id: s for s in suite.scenarios}
+    wanted = {s.id for s in suite.scenarios if s.expect.retrieved_includes}
     report = Report(versions=dict(getattr(cascade, "versions", {})))
     for start in range(0, len(messages), batch_size):
         batch = messages[start : start + batch_size]
         suggestions = cascade.suggest_batch([m.message for m in batch], [m.context for m in batch])
-        hits = _retrieved(cascade, batch, suggestions)
+        hits = _retrieved(cascade, batch, suggestions, wanted)
         for m, s, retrieved in zip(batch, suggestions, hits, strict=True):
             scenario = by_id[m.scenario_id]
             checked, failures = check(
