@@ -1,6 +1,6 @@
 """The scenario-suite curve: failure rate of the default suite as labels accumulate.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_scenarios.py [--days 1 2 3 4 5 6] [--seed 7]
+    nice -n 10 .venv/bin/python benchmarks/bench_scenarios.py [--days 1 3 6] [--jobs 2] [--seed 7]
 
 Iteration D trains every cascade stage on days 1..D of the demo world (params.yaml + the demo
 overlay `configs/demo.yaml`: 250 cases a day, the drift topic from day 5, the demo's training
@@ -56,7 +56,7 @@ def evaluate(models: Path, params_file: Path, seed: int) -> dict:
 
     params = load_params(params_file)
     suite = load_suite(REPO / "scenarios")
-    cascade = load_cascade_from_dirs(models, qdrant_location=str(models.parent / "home/qdrant"))
+    cascade = load_cascade_from_dirs(models, qdrant_location=":memory:")
     started = time.perf_counter()
     report = run_suite(
         cascade, suite, per_scenario=params.register.scenario_messages_per_scenario, seed=seed
@@ -109,10 +109,11 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--days", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--home", type=Path, default=REPO / ".casepilot" / "bench-scenarios")
     parser.add_argument("--train-only", action="store_true", help="train the folders, no suite")
+    parser.add_argument("--jobs", type=int, default=1, help="stages trained at once")
     args = parser.parse_args()
     os.environ["CASEPILOT_HOME"] = str(args.home.resolve())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -120,7 +121,7 @@ def main() -> None:
     rows = []
     for days in args.days:
         started = time.perf_counter()
-        models = demo_models(args.seed, days, params=params_file)
+        models = demo_models(args.seed, days, params=params_file, jobs=args.jobs)
         trained = round(time.perf_counter() - started, 1)
         print(f"days 1-{days}: models ready in {trained} s", flush=True)
         if args.train_only:

@@ -1,4 +1,4 @@
-"""`casepilot scenarios validate|generate|run|rates`: the written scenario suite (pipelines/scenarios)."""
+"""`casepilot scenarios validate|generate|run|rates`: the written suite (pipelines/scenarios)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def run(
     suite: Path | None = SUITE,
     params_file: Path = PARAMS,
 ) -> None:
-    """Run the suite through the real cascade; write the report (and log it to MLflow for --alias)."""
+    """Run the suite through the real cascade; write the report (--alias: also to MLflow)."""
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.scenarios.runner import run_suite
 

@@ -35,8 +35,6 @@ from pipelines.registry_model import (
 )
 from pipelines.registry_promote import Promotion, bootstrap_champion, promote_challenger
 from pipelines.registry_resolve import ResolvedStage, resolve_cascade_dirs, resolve_stage
-from pipelines.scenarios.gate import ScenarioGate, scenario_gate
-from pipelines.scenarios.record import log_scenario_reports, scenario_description
 from pipelines.registry_store import (
     CHALLENGER,
     CHAMPION,
@@ -47,6 +45,8 @@ from pipelines.registry_store import (
     registered_model_name,
     registry_client,
 )
+from pipelines.scenarios.gate import ScenarioGate, scenario_gate
+from pipelines.scenarios.record import log_scenario_reports, scenario_description
 
 if TYPE_CHECKING:
     from pipelines.config import Params

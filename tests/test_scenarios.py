@@ -1,4 +1,4 @@
-"""The scenario suite: schema errors name file/line/key/fix, generation is seeded, checks, report."""
+"""Scenario suite: schema errors name file/line/key/fix, seeded generation, checks, report."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_unknown_key_names_the_file_the_line_the_key_and_the_fix(tmp_path: Path)
     with pytest.raises(ScenarioError) as err:
         load_suite(folder)
     message = str(err.value)
-    line = bad.splitlines().index("    reply_contain: [\"Payments\"]") + 1
+    line = bad.splitlines().index('    reply_contain: ["Payments"]') + 1
     assert f"{folder / 'mine.yaml'}:{line}:" in message
     assert "scenarios.0.expect.reply_contain" in message
     assert "remove it, or check its spelling" in message

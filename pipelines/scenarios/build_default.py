@@ -102,7 +102,7 @@ def topic_scenarios(topic: Topic, personas: cycle) -> list[dict]:
 
 
 def not_answerable(catalog: Catalog, personas: cycle) -> list[dict]:
-    """Chit-chat, thanks, missing context, out of scope: 3 paraphrases per scenario, must abstain."""
+    """Chit-chat, thanks, missing context, out of scope: 3 paraphrases each, must abstain."""
     out = []
     first = catalog.topics[0]
     for kind, messages in catalog.phrasing.unanswerable.items():
@@ -161,7 +161,9 @@ def build(out: Path, topics: int) -> int:
     catalog = load_catalog()
     out.mkdir(parents=True, exist_ok=True)
     personas = cycle(p["name"] for p in PERSONAS)
-    _dump(out / "_personas.yaml", "How customers write (referenced by name).", {"personas": PERSONAS})
+    _dump(
+        out / "_personas.yaml", "How customers write (referenced by name).", {"personas": PERSONAS}
+    )
     _dump(out / "_suite.yaml", "Amounts the knowledge base states (made_up_amount allows them).",
           {"known_amounts": known_amounts(catalog)})  # fmt: skip
     total = 0
@@ -190,4 +192,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

@@ -173,7 +173,9 @@ def decide(candidate: Report, champion: Report | None, tolerance: float) -> Scen
     against = (
         f"champion {champion.failure_rate:.1%}" if champion else "no champion yet (first version)"
     )
-    return ScenarioGate(True, "passed", f"failure rate {rate:.1%} vs {against}", candidate, champion)
+    return ScenarioGate(
+        True, "passed", f"failure rate {rate:.1%} vs {against}", candidate, champion
+    )
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,8 @@ def scenario_rates(params: Params, stages: tuple[str, ...] = STAGES) -> dict[str
         tags = latest.tags or {}
         if TAG_GATE not in tags:
             continue
-        number = lambda key: float(tags[key]) if tags.get(key) else None  # noqa: E731
-        out[stage] = ScenarioRates(
-            stage, str(latest.version), tags[TAG_GATE], number(TAG_RATE), number(TAG_CHAMPION_RATE)
+        rate, champion = (
+            float(tags[k]) if tags.get(k) else None for k in (TAG_RATE, TAG_CHAMPION_RATE)
         )
+        out[stage] = ScenarioRates(stage, str(latest.version), tags[TAG_GATE], rate, champion)
     return out

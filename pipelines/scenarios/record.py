@@ -71,7 +71,10 @@ def log_suite_run(
     for r in resolved.values():
         client.set_model_version_tag(r.name, r.version, TAG_RUN, run_id)
         client.set_model_version_tag(
-            r.name, r.version, f"casepilot.scenario_{alias}_failure_rate", f"{report.failure_rate:.4f}"
+            r.name,
+            r.version,
+            f"casepilot.scenario_{alias}_failure_rate",
+            f"{report.failure_rate:.4f}",
         )
     return run_id
 

@@ -131,7 +131,9 @@ def _retrieved(
     reached = [
         i
         for i, s in enumerate(suggestions)
-        if s.stopped_at not in ("trigger", "topic") and s.topic and messages[i].scenario_id in wanted
+        if s.stopped_at not in ("trigger", "topic")
+        and s.topic
+        and messages[i].scenario_id in wanted
     ]
     out: list[tuple] = [()] * len(messages)
     if not reached:

@@ -13,10 +13,10 @@ Schema of one scenario (see scenarios/README.md for a walk-through):
       persona: impatient_owner               # a name from _personas.yaml
       situation:
         topic: payouts                       # the taxonomy topic, or null (not answerable)
-        kind: answerable                     # or chit_chat | thanks | missing_context | out_of_scope
-        asks: ["when will my payout of {amount} arrive?"]   # message templates, {slot}s from facts
+        kind: answerable                     # or chit_chat|thanks|missing_context|out_of_scope
+        asks: ["when will my payout of {amount} arrive?"]   # templates, {slot}s from facts
         facts: {amount: "$1,250.00"}         # slot values (and what the customer told us)
-        earlier_turns: []                    # [{role: customer|agent, text: ...}] before the message
+        earlier_turns: []                    # [{role: customer|agent, text: ...}] before it
       expect:
         answer: must_answer                  # or must_abstain (omit: either is fine)
         topic: payouts                       # the topic stage's label when it answers
