@@ -10,7 +10,7 @@ import pytest
 from pipelines.contract import Suggestion
 from pipelines.scenarios.gate import decide
 from pipelines.scenarios.generate import generate_suite
-from pipelines.scenarios.runner import run_suite
+from pipelines.scenarios.runner import Report, run_suite
 from pipelines.scenarios.schema import ScenarioError, load_suite
 from pipelines.synth.catalog import load_catalog
 
@@ -159,3 +159,5 @@ def test_gate_tolerance_compares_with_the_champion(tmp_path: Path) -> None:
     refused = decide(worse, good, tolerance=0.2)
     assert not refused.passed and "> champion's 0.0% + tolerance 20.0%" in refused.reason
     assert decide(worse, good, tolerance=0.5).passed
+    restored = Report.load(worse.dump())  # the champion baseline's cache round trip
+    assert restored.summary() == worse.summary() and restored.results == worse.results

@@ -150,8 +150,39 @@ def scenario_gate(params: Params, stage: str, model_dir: Path) -> ScenarioGate:
     if CHAMPION in aliases_of(client_of(params), registered_model_name(params, stage)):
         current = resolve_stage(params, stage, CHAMPION)
         baseline = {**others, stage: (current.local_dir, f"{current.name}/{current.version}")}
-        champion = run(_cascade(baseline, loaded))
+        cached = _baseline_cache(params, folder, baseline)
+        if cached is not None and cached.is_file():
+            champion = Report.load(cached.read_text(encoding="utf-8"))
+        else:
+            champion = run(_cascade(baseline, loaded))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(champion.dump(), encoding="utf-8")
     return decide(candidate, champion, cfg.scenario_tolerance)
+
+
+def _baseline_cache(
+    params: Params, suite: Path, baseline: dict[str, tuple[Path, str]]
+) -> Path | None:
+    """Where the champion cascade's report is kept: the same champions, suite, seed and sample
+    give the same report, so the next stage registered against them reuses it. None when a
+    stage stands in as a plain folder (its contents may change under the same path)."""
+    import hashlib
+    import json
+
+    if any(version.startswith("folder ") for _, version in baseline.values()):
+        return None
+    files = sorted(suite.glob("*.yaml"))
+    key = {
+        "tracking": params.mlflow_tracking_uri,
+        "versions": {s: v for s, (_, v) in sorted(baseline.items())},
+        "suite": [hashlib.sha256(f.read_bytes()).hexdigest() for f in files],
+        "seed": params.register.scenario_seed,
+        "n": params.register.scenario_messages_per_scenario,
+        "pii": params.data.pii.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return params.home.cache / "scenario-baselines" / f"{digest}.json"
 
 
 def decide(candidate: Report, champion: Report | None, tolerance: float) -> ScenarioGate:

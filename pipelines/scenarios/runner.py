@@ -95,6 +95,23 @@ class Report:
         failures = [asdict(r) for r in self.results if r.failures]
         return json.dumps({**self.summary(), "failures": failures}, indent=2, ensure_ascii=False)
 
+    def dump(self) -> str:
+        """Every result (passed ones too) as JSON, for `Report.load`."""
+        results = [asdict(r) for r in self.results]
+        return json.dumps({"versions": self.versions, "results": results}, ensure_ascii=False)
+
+    @classmethod
+    def load(cls, text: str) -> Report:
+        raw = json.loads(text)
+        results = [
+            MessageResult(
+                **{**r, "checked": tuple(r["checked"]),
+                   "failures": tuple(Failure(**f) for f in r["failures"])}
+            )
+            for r in raw["results"]
+        ]  # fmt: skip
+        return cls(results=results, versions=raw["versions"])
+
     def to_markdown(self, limit: int = 50) -> str:
         s = self.summary()
         lines = [
