@@ -118,7 +118,8 @@ def main() -> None:
     os.environ["CASEPILOT_HOME"] = str(args.home.resolve())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     params_file = demo_params(args.home / "params-demo.yaml")
-    rows = []
+    saved = RESULTS / "scenarios.json"  # rows of earlier runs (other days) are kept
+    rows = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else []
     for days in args.days:
         started = time.perf_counter()
         models = demo_models(args.seed, days, params=params_file, jobs=args.jobs)
@@ -127,8 +128,11 @@ def main() -> None:
         if args.train_only:
             continue
         summary = evaluate(models, params_file, args.seed)
-        rows.append({"days": days, "train_seconds": trained, **summary})
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "by_topic"}), flush=True)
+        rows = [r for r in rows if r["days"] != days] + [
+            {"days": days, "train_seconds": trained, **summary}
+        ]
+        rows.sort(key=lambda r: r["days"])
+        print(json.dumps({k: v for k, v in summary.items() if k != "by_topic"}), flush=True)
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "scenarios.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
         (RESULTS / "scenarios.md").write_text(table(rows), encoding="utf-8")
