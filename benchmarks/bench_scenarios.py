@@ -66,6 +66,16 @@ def evaluate(models: Path, params_file: Path, seed: int) -> dict:
     return summary
 
 
+KINDS = ("must_answer", "expected_topic", "must_abstain", "must_not (any)")
+
+
+def _kind_rate(row: dict, kind: str) -> float:
+    """A kind's failure rate; `must_not (any)`: share of messages breaking any must_not rule."""
+    if kind == "must_not (any)":
+        return row["must_not_failed"] / row["messages"]
+    return row["by_kind"].get(kind, {}).get("failure_rate", 0.0)
+
+
 def plot(rows: list[dict]) -> None:
     import matplotlib
 
@@ -75,9 +85,8 @@ def plot(rows: list[dict]) -> None:
     days = [r["days"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(days, [100 * r["failure_rate"] for r in rows], "o-", label="all scenarios")
-    for kind in ("must_answer", "expected_topic", "must_abstain", "must_not_contain"):
-        values = [100 * r["by_kind"].get(kind, {}).get("failure_rate", 0.0) for r in rows]
-        ax.plot(days, values, ".--", label=kind)
+    for kind in KINDS:
+        ax.plot(days, [100 * _kind_rate(r, kind) for r in rows], ".--", label=kind)
     ax.set_xlabel("days of labels trained on (demo world, 250 cases/day; drift topic from day 5)")
     ax.set_ylabel("scenario failure rate (%)")
     ax.set_ylim(0, 100)
@@ -92,14 +101,11 @@ def plot(rows: list[dict]) -> None:
 def table(rows: list[dict]) -> str:
     lines = [
         "| days trained | scenarios | messages | failure rate | must_answer | expected_topic "
-        "| must_abstain | must_not_contain | suite seconds |",
+        "| must_abstain | must_not (any) | suite seconds |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        kinds = [
-            f"{100 * r['by_kind'].get(k, {}).get('failure_rate', 0.0):.1f}%"
-            for k in ("must_answer", "expected_topic", "must_abstain", "must_not_contain")
-        ]
+        kinds = [f"{100 * _kind_rate(r, k):.1f}%" for k in KINDS]
         lines.append(
             f"| 1–{r['days']} | {r['scenarios']} | {r['messages']} | "
             f"{100 * r['failure_rate']:.1f}% | {' | '.join(kinds)} | {r['seconds']} |"
