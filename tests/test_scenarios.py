@@ -161,3 +161,21 @@ def test_gate_tolerance_compares_with_the_champion(tmp_path: Path) -> None:
     assert decide(worse, good, tolerance=0.5).passed
     restored = Report.load(worse.dump())  # the champion baseline's cache round trip
     assert restored.summary() == worse.summary() and restored.results == worse.results
+
+
+def test_cli_names_the_bad_file_and_generates_seeded_messages(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    folder = _suite_copy(tmp_path, GOOD.replace("  persona:", "  personna:", 1))
+    result = CliRunner().invoke(app, ["scenarios", "validate", "--suite", str(folder)])
+    assert result.exit_code == 2
+    assert "mine.yaml:2:" in result.output and "personna" in result.output.replace("\n", "")
+    good = _suite_copy(tmp_path / "ok", GOOD)
+    out = tmp_path / "m.jsonl"
+    args = ["scenarios", "generate", "--suite", str(good), "--out", str(out), "--n", "2"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 4
+    both = ["scenarios", "run", "--alias", "champion", "--models", str(tmp_path)]
+    assert CliRunner().invoke(app, both).exit_code == 2
