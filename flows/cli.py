@@ -21,6 +21,7 @@ from flows.cli_pii import pii_app
 from flows.cli_pipeline import pipeline_app
 from flows.cli_quantize import quantize
 from flows.cli_registry import mlflow_server_app, promote, register, rollback
+from flows.cli_scenarios import scenarios_app
 from flows.cli_schedule import schedule
 from flows.cli_serve import serve
 from flows.cli_train import evaluate_app, train_app
@@ -48,6 +49,7 @@ app.command("schedule")(schedule)
 app.command("up")(up)
 app.command("down")(down)
 app.add_typer(mlflow_server_app, name="mlflow-server")
+app.add_typer(scenarios_app, name="scenarios")
 console = Console()
 
 

@@ -344,6 +344,23 @@ class RegisterConfig(Section):
             "tone": {"faithfulness": 0.7},
         }
     )
+    # The scenario gate (pipelines/scenarios/gate.py), after the offline gates.
+    scenario_suite: str | None = Field(
+        "scenarios",
+        description="folder of scenario YAML files (relative: to the repo root); null = no "
+        "scenario gate",
+    )
+    scenario_tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="`challenger` only if the suite's failure rate with this version swapped "
+        "into the champion cascade exceeds the champion's by at most this (and no must_not fails)",
+    )
+    scenario_messages_per_scenario: int = Field(
+        1, ge=1, le=50, description="persona messages generated per scenario for the gate"
+    )
+    scenario_seed: int = Field(0, description="seed of the generated scenario messages")
 
 
 class ServeConfig(Section):

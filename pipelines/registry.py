@@ -45,6 +45,8 @@ from pipelines.registry_store import (
     registered_model_name,
     registry_client,
 )
+from pipelines.scenarios.gate import ScenarioGate, scenario_gate
+from pipelines.scenarios.record import log_scenario_reports, scenario_description
 
 if TYPE_CHECKING:
     from pipelines.config import Params
@@ -105,6 +107,8 @@ class RegisteredVersion:
     gate: GateResult
     run_id: str
     model_id: str
+    # the scenario gate's record (its `casepilot.scenario_*` tags); None when it did not run
+    scenario_gate: dict[str, str] | None = None
 
 
 def _metric_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
@@ -126,10 +130,13 @@ def register_stage(
 ) -> RegisteredVersion:
     """Register `model_dir` as a new version of `casepilot-<stage>`, tagged with its lineage.
 
-    The version gets `challenger` when `metrics` meet `params.register.gates[stage]`; otherwise
-    no alias and the reasons in the tag `casepilot.gate_reasons`. Never touches `champion`.
-    `lock_file` (the workspace's dvc.lock) is logged on the registration run as
-    `lineage/dvc.lock`: with the git commit tag it reproduces this version (`dvc repro`).
+    The version gets `challenger` when `metrics` meet `params.register.gates[stage]` and the
+    scenario gate passes (`pipelines.scenarios.gate`: the suite with this version swapped into
+    the champion cascade, recorded in `casepilot.scenario_*` tags, the version description and
+    the run's artifacts `scenarios/`); otherwise no alias and the reasons in the tag
+    `casepilot.gate_reasons`. Never touches `champion`. `lock_file` (the workspace's dvc.lock)
+    is logged on the registration run as `lineage/dvc.lock`: with the git commit tag it
+    reproduces this version (`dvc repro`).
     """
     from mlflow.entities import Metric
 
@@ -141,6 +148,9 @@ def register_stage(
         )
     name = registered_model_name(params, stage)
     gate = meets_thresholds(metrics, params.register.gates.get(stage, {}))
+    scenarios = _scenario_gate(params, stage, model_dir, gate)
+    if scenarios is not None and not scenarios.passed:
+        gate = GateResult(passed=False, reasons=(*gate.reasons, f"scenarios: {scenarios.reason}"))
     tags = {
         "casepilot.stage": stage,
         **lineage.tags(),
@@ -148,6 +158,7 @@ def register_stage(
         "casepilot.gate": "passed" if gate.passed else "failed",
         "casepilot.gate_reasons": "; ".join(gate.reasons),
         **quantization_tags(model_dir),
+        **(scenarios.tags() if scenarios is not None else {}),
     }
     client = registry_client(params)
     experiment_id = ensure_experiment(client, params)
@@ -160,9 +171,12 @@ def register_stage(
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
+        numeric |= scenarios.metrics() if scenarios is not None else {}
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in numeric.items()])
         if lock_file is not None and Path(lock_file).is_file():
             client.log_artifact(run_id, str(lock_file), artifact_path="lineage")
+        if scenarios is not None:
+            log_scenario_reports(client, run_id, scenarios)
         logged = client.create_logged_model(
             experiment_id, name=stage, source_run_id=run_id, tags=tags, model_type="casepilot-stage"
         )
@@ -183,6 +197,7 @@ def register_stage(
             run_id=run_id,
             tags=tags,
             model_id=logged.model_id,
+            description=scenario_description(scenarios) if scenarios is not None else None,
         )
         if gate.passed:
             client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -198,4 +213,14 @@ def register_stage(
         gate=gate,
         run_id=run_id,
         model_id=logged.model_id,
+        scenario_gate=scenarios.tags() if scenarios is not None else None,
     )
+
+
+def _scenario_gate(
+    params: Params, stage: str, model_dir: Path, offline: GateResult
+) -> ScenarioGate | None:
+    """The scenario gate (pipelines/scenarios/gate.py), only for versions the offline gates pass."""
+    if not offline.passed or params.register.scenario_suite is None:
+        return None
+    return scenario_gate(params, stage, model_dir)
