@@ -120,8 +120,11 @@ class Drive:
                 started_by=started_by,
             )  # fmt: skip
             registered = demo_steps.challengers(self.params)
-            step.result = run.message or ("challengers: " + demo_steps.versions_line(registered))
-            step.by, step.data = run.line, {"run": run, "registered": registered}
+            scenarios = demo_steps.scenario_lines(self.params)
+            step.result = "challengers: " + demo_steps.versions_line(registered)
+            step.result += "; " + ("; ".join(scenarios) or "scenario gate: not run")
+            step.by = run.line
+            step.data = {"run": run, "registered": registered, "scenarios": scenarios}
         return step.data
 
     def requests_and_approval(self, expected: dict[str, str]) -> list[Any]:

@@ -200,3 +200,10 @@ def reviewed_line(params: Params) -> str:
     history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     entry = next((h for h in history if h["day"] == today()), None)
     return review_run.describe(entry) if entry else "no reviewed items yet"
+
+
+def scenario_lines(params: Params) -> list[str]:
+    """The scenario gate on each stage's latest version: both failure rates, and its verdict."""
+    from pipelines.scenarios.gate import scenario_rates
+
+    return [rates.line() for rates in scenario_rates(params).values()]

@@ -156,6 +156,8 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     retrained = summary.find("automated retraining (drift automation)")
     assert retrained is not None and "automation casepilot-retrain-on-drift" in retrained.by
     assert retrained.data["registered"], retrained.result
+    # the scenario gate ran before shadow, and the summary shows both failure rates
+    assert any("champion" in line and "challenger" in line for line in retrained.data["scenarios"])
 
     review = summary.find("review queue (Label Studio)")
     assert review is not None and review.data["annotations"] > 0, review
