@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 
 from pipelines.dvc_run import check_stages, model_stage_of, plan
@@ -21,18 +22,20 @@ def test_a_home_outside_the_clone_gets_a_no_scm_workspace_of_links(
     home: Home, tmp_path: Path
 ) -> None:
     params = tmp_path / "merged-params.yaml"
-    params.write_text("{}\n")
+    params.write_text("trigger: {max_steps: 3}\n")  # sparse: the workspace fills in the rest
     ws = dvc_workspace(params, home)
     assert ws.root == home.root / "pipeline"
     assert (ws.root / "dvc.yaml").resolve() == REPO / "dvc.yaml"
     assert (ws.root / "pipelines").resolve() == REPO / "pipelines"
-    assert (ws.root / "params.yaml").resolve() == params.resolve()
+    written = yaml.safe_load((ws.root / "params.yaml").read_text())
+    assert written["trigger"]["max_steps"] == 3 and written["data"]["pii"]["min_score"] == 0.35
     assert (ws.root / ".casepilot").resolve() == home.root
     assert (ws.root / ".dvcignore").read_text() == DVCIGNORE
     assert "no_scm = True" in (ws.root / ".dvc" / "config").read_text()
     other = tmp_path / "other-params.yaml"
-    other.write_text("{}\n")
-    assert (dvc_workspace(other, home).root / "params.yaml").resolve() == other.resolve()
+    other.write_text("trigger: {max_steps: 5}\n")
+    again = yaml.safe_load((dvc_workspace(other, home).root / "params.yaml").read_text())
+    assert again["trigger"]["max_steps"] == 5
     env = ws.env({"PATH": "/usr/bin"})
     assert env["CASEPILOT_HOME"] == str(home.root)
     assert env["PATH"].startswith(str(Path(sys.executable).parent))
