@@ -19,6 +19,7 @@ The Prefect `retrain` flow, `casepilot pipeline workspace` and the tests all get
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -99,7 +100,13 @@ def dvc_workspace(params_file: str | Path, home: Home, *, repo: Path = REPO) -> 
     if not (root / ".dvc").is_dir():
         from dvc.repo import Repo
 
-        Repo.init(str(root), no_scm=True).close()  # cache: <root>/.dvc/cache, inside the home
+        dvc_log = logging.getLogger("dvc")  # its "Initialized" line would go to stdout, which
+        level = dvc_log.level  # may be `$(casepilot pipeline workspace)`
+        dvc_log.setLevel(logging.WARNING)
+        try:
+            Repo.init(str(root), no_scm=True).close()  # cache: <root>/.dvc/cache, in the home
+        finally:
+            dvc_log.setLevel(level)
     return DvcWorkspace(root, params, home.root.resolve())
 
 

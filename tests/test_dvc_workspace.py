@@ -86,3 +86,18 @@ def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path
         assert steps == sorted(steps)
     assert model_stage_of("train_retrieve") == "retrieve" and model_stage_of("split") is None
     assert model_stage_of("evaluate_cascade") is None
+
+
+def test_cli_prints_the_workspace_and_refuses_unknown_stages(home: Home, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    shown = CliRunner().invoke(app, ["pipeline", "workspace", "--params", str(params)])
+    assert shown.exit_code == 0 and shown.stdout.strip() == str(home.root / "pipeline")
+    bad = CliRunner().invoke(app, ["pipeline", "repro", "topik", "--params", str(params)])
+    assert bad.exit_code == 2 and "unknown stage" in bad.output
+    missing = CliRunner().invoke(app, ["pipeline", "workspace", "--params", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "params file not found" in " ".join(missing.output.split())
