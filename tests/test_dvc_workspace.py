@@ -78,6 +78,7 @@ def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path
     assert one == SHARED + [f"{step}_topic" for step in PER_STAGE]
     everything = plan(ws, check_stages(None))
     assert everything[:4] == SHARED and len(everything) == 4 + 5 * 4 + 1
+    assert everything[4:8] == [f"{step}_trigger" for step in PER_STAGE]  # cascade order
     assert everything.index("evaluate_cascade") > max(
         everything.index(f"quantize_{s}") for s in ("trigger", "topic", "retrieve", "answer")
     )
