@@ -29,7 +29,7 @@ from pipelines.home import DEFAULT_HOME, Home
 from pipelines.lineage import REPO, dvc_data_version
 
 WORKSPACE_DIR = "pipeline"  # under a non-default CASEPILOT_HOME
-CODE_LINKS = ("dvc.yaml", "pipelines")  # what dvc.yaml reads from the clone (cmds and deps)
+CODE_LINKS = ("dvc.yaml", "pipelines", "configs")  # dvc.yaml deps; configs: DeepSpeed JSONs
 DVCIGNORE = """\
 # Written by casepilot (pipelines/dvc_workspace.py).
 # .casepilot links to the home, which holds this folder: never walk into it again.

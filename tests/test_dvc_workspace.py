@@ -27,6 +27,7 @@ def test_a_home_outside_the_clone_gets_a_no_scm_workspace_of_links(
     assert ws.root == home.root / "pipeline"
     assert (ws.root / "dvc.yaml").resolve() == REPO / "dvc.yaml"
     assert (ws.root / "pipelines").resolve() == REPO / "pipelines"
+    assert (ws.root / "configs" / "deepspeed" / "zero2.json").is_file()  # <stage>.deepspeed paths
     written = yaml.safe_load((ws.root / "params.yaml").read_text())
     assert written["trigger"]["max_steps"] == 3 and written["data"]["pii"]["min_score"] == 0.35
     assert (ws.root / ".casepilot").resolve() == home.root
