@@ -13,7 +13,8 @@ Each figure is the wall time from landing to the flow's return, with the DVC sta
 (including each `casepilot` process's start-up). Prefect runs in its ephemeral mode (a
 temporary local API). Writes benchmarks/results/retrain.json.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_retrain.py --home /tmp/bench-lifecycle
+    HF_HUB_OFFLINE=1 PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600 \
+        .venv/bin/python benchmarks/bench_retrain.py --home /tmp/bench-lifecycle
     ... --quantize auto    # the gate's full candidate list instead of the demo's `none`
 """
 

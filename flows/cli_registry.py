@@ -71,9 +71,7 @@ def register(
     lineage = stage_lineage(
         params,
         stage,
-        data_version=data_version
-        or (dvc_data_version(lock) if lock.is_file() else None)
-        or UNKNOWN,
+        data_version=data_version or dvc_data_version(lock) or UNKNOWN,
         model_dir=model,
         quantization=quantization,
     )

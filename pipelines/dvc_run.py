@@ -65,7 +65,10 @@ def plan(workspace: DvcWorkspace, stages: Sequence[str] = STAGES) -> list[str]:
     with Repo(str(workspace.root)) as repo:
         graph = repo.index.graph  # edges: stage → the stages it depends on
         names = {node: node.name for node in graph.nodes}
-        order = [names[node] for node in reversed(list(nx.topological_sort(graph)))]
+        # dependencies first; among ready stages, cascade order (trigger's chain first)
+        rank = {n: STAGES.index(model_stage_of(names[n]) or "tone") for n in graph.nodes}
+        ready_first = nx.lexicographical_topological_sort(graph.reverse(), key=rank.__getitem__)
+        order = [names[node] for node in ready_first]
         upstream = {names[n]: {names[d] for d in nx.descendants(graph, n)} for n in graph.nodes}
 
     def wanted(name: str) -> bool:

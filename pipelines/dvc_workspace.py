@@ -7,10 +7,11 @@ folder DVC runs in. So a home needs a folder where `.casepilot` is that home:
   works as the README says, with the clone's `params.yaml` and `dvc.lock`;
 - any other home: `$CASEPILOT_HOME/pipeline/`, created on first use: a DVC repo without git
   (`core.no_scm`: DVC refuses outputs behind a symlink inside a git repo), its cache inside the
-  home, holding symlinks to the clone's `dvc.yaml` and code folders, to the params file it
-  was given (e.g. the demo's merged params) and `.casepilot` → the home. Its own `dvc.lock`
-  records that home's data and model hashes. `.dvcignore` keeps DVC out of the loop
-  `.casepilot/pipeline/.casepilot/...`.
+  home, holding symlinks to the clone's `dvc.yaml` and code folders and `.casepilot` → the
+  home, and `params.yaml`: the params file it was given (e.g. the demo's merged params) with
+  every default filled in (DVC refuses a stage whose declared params key is missing), written
+  again whenever it changes. Its own `dvc.lock` records that home's data and model hashes.
+  `.dvcignore` keeps DVC out of the loop `.casepilot/pipeline/.casepilot/...`.
 
 The Prefect `retrain` flow, `casepilot pipeline workspace` and the tests all get it from
 `dvc_workspace`, so a scheduled retrain and `cd <workspace> && dvc repro` are one computation.
@@ -18,6 +19,7 @@ The Prefect `retrain` flow, `casepilot pipeline workspace` and the tests all get
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from pipelines.home import DEFAULT_HOME, Home
 from pipelines.lineage import REPO, dvc_data_version
 
 WORKSPACE_DIR = "pipeline"  # under a non-default CASEPILOT_HOME
-CODE_LINKS = ("dvc.yaml", "pipelines")  # what dvc.yaml reads from the clone (cmds and deps)
+CODE_LINKS = ("dvc.yaml", "pipelines", "configs")  # dvc.yaml deps; configs: DeepSpeed JSONs
 DVCIGNORE = """\
 # Written by casepilot (pipelines/dvc_workspace.py).
 # .casepilot links to the home, which holds this folder: never walk into it again.
@@ -90,7 +92,7 @@ def dvc_workspace(params_file: str | Path, home: Home, *, repo: Path = REPO) -> 
     root.mkdir(parents=True, exist_ok=True)
     for name in CODE_LINKS:
         _link(root / name, repo / name)
-    _link(root / "params.yaml", params)
+    _write_params(root / "params.yaml", params, home)
     _link(root / DEFAULT_HOME, home.root.resolve())
     ignore = root / ".dvcignore"
     if not ignore.is_file() or ignore.read_text(encoding="utf-8") != DVCIGNORE:
@@ -98,8 +100,30 @@ def dvc_workspace(params_file: str | Path, home: Home, *, repo: Path = REPO) -> 
     if not (root / ".dvc").is_dir():
         from dvc.repo import Repo
 
-        Repo.init(str(root), no_scm=True).close()  # cache: <root>/.dvc/cache, inside the home
+        dvc_log = logging.getLogger("dvc")  # its "Initialized" line would go to stdout, which
+        level = dvc_log.level  # may be `$(casepilot pipeline workspace)`
+        dvc_log.setLevel(logging.WARNING)
+        try:
+            Repo.init(str(root), no_scm=True).close()  # cache: <root>/.dvc/cache, in the home
+        finally:
+            dvc_log.setLevel(level)
     return DvcWorkspace(root, params, home.root.resolve())
+
+
+def _write_params(path: Path, source: Path, home: Home) -> None:
+    """Write `source` with every default filled in (validated; environment overrides left out,
+    so no endpoint credential lands in the file), only when the content changes."""
+    import yaml
+
+    from pipelines.config import load_params
+
+    values = load_params(source, home=home, env={}).model_dump(mode="json")
+    text = f"# written by casepilot from {source}: edit that file, not this one\n"
+    text += yaml.safe_dump(values, sort_keys=False)
+    if path.is_symlink():
+        path.unlink()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
 
 
 def _link(path: Path, target: Path) -> None:

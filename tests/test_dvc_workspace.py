@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 
 from pipelines.dvc_run import check_stages, model_stage_of, plan
@@ -21,18 +22,21 @@ def test_a_home_outside_the_clone_gets_a_no_scm_workspace_of_links(
     home: Home, tmp_path: Path
 ) -> None:
     params = tmp_path / "merged-params.yaml"
-    params.write_text("{}\n")
+    params.write_text("trigger: {max_steps: 3}\n")  # sparse: the workspace fills in the rest
     ws = dvc_workspace(params, home)
     assert ws.root == home.root / "pipeline"
     assert (ws.root / "dvc.yaml").resolve() == REPO / "dvc.yaml"
     assert (ws.root / "pipelines").resolve() == REPO / "pipelines"
-    assert (ws.root / "params.yaml").resolve() == params.resolve()
+    assert (ws.root / "configs" / "deepspeed" / "zero2.json").is_file()  # <stage>.deepspeed paths
+    written = yaml.safe_load((ws.root / "params.yaml").read_text())
+    assert written["trigger"]["max_steps"] == 3 and written["data"]["pii"]["min_score"] == 0.35
     assert (ws.root / ".casepilot").resolve() == home.root
     assert (ws.root / ".dvcignore").read_text() == DVCIGNORE
     assert "no_scm = True" in (ws.root / ".dvc" / "config").read_text()
     other = tmp_path / "other-params.yaml"
-    other.write_text("{}\n")
-    assert (dvc_workspace(other, home).root / "params.yaml").resolve() == other.resolve()
+    other.write_text("trigger: {max_steps: 5}\n")
+    again = yaml.safe_load((dvc_workspace(other, home).root / "params.yaml").read_text())
+    assert again["trigger"]["max_steps"] == 5
     env = ws.env({"PATH": "/usr/bin"})
     assert env["CASEPILOT_HOME"] == str(home.root)
     assert env["PATH"].startswith(str(Path(sys.executable).parent))
@@ -75,6 +79,7 @@ def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path
     assert one == SHARED + [f"{step}_topic" for step in PER_STAGE]
     everything = plan(ws, check_stages(None))
     assert everything[:4] == SHARED and len(everything) == 4 + 5 * 4 + 1
+    assert everything[4:8] == [f"{step}_trigger" for step in PER_STAGE]  # cascade order
     assert everything.index("evaluate_cascade") > max(
         everything.index(f"quantize_{s}") for s in ("trigger", "topic", "retrieve", "answer")
     )
@@ -83,3 +88,18 @@ def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path
         assert steps == sorted(steps)
     assert model_stage_of("train_retrieve") == "retrieve" and model_stage_of("split") is None
     assert model_stage_of("evaluate_cascade") is None
+
+
+def test_cli_prints_the_workspace_and_refuses_unknown_stages(home: Home, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    shown = CliRunner().invoke(app, ["pipeline", "workspace", "--params", str(params)])
+    assert shown.exit_code == 0 and shown.stdout.strip() == str(home.root / "pipeline")
+    bad = CliRunner().invoke(app, ["pipeline", "repro", "topik", "--params", str(params)])
+    assert bad.exit_code == 2 and "unknown stage" in bad.output
+    missing = CliRunner().invoke(app, ["pipeline", "workspace", "--params", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "params file not found" in " ".join(missing.output.split())
