@@ -275,9 +275,9 @@ def _print(st: Stack) -> None:
     for name in ORDER:
         service = st.services.get(name)
         status = st.status.get(name, "not started")
-        if status.startswith("skipped:"):
+        if status.startswith(("skipped:", "started, waiting")):
             notes.append(f"{name} {status}")
-            status = "skipped (below)"
+            status = status.split(":")[0].split(",")[0] + " (below)"
         url, pid = (service.url, str(service.pid)) if service else ("", "")
         table.add_row(name, url, pid, status)
     console.print(table)
