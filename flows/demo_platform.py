@@ -32,6 +32,7 @@ def free_ports_overlay() -> dict[str, Any]:
         "register": {"server_port": free_port()},
         "monitor": {"ui_port": free_port()},
         "serve": {"port": free_port()},
+        "review": {"port": free_port()},
     }
 
 
