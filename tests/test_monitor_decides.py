@@ -84,14 +84,13 @@ def receiving() -> Iterator[Receiver]:
         thread.join(timeout=10)
 
 
-def _threshold(stage_dir: Path, threshold: float) -> None:
-    meta = json.loads((stage_dir / "stage.json").read_text())
-    (stage_dir / "stage.json").write_text(json.dumps({**meta, "threshold": threshold}))
-
-
-def _variant(models_root: Path, out: Path, stage: str, threshold: float) -> Path:
+def _variant(models_root: Path, out: Path, stage: str, **changes: float) -> Path:
+    """A copy of the tiny `stage` with `changes` to its stage.json (or to its `config`)."""
     shutil.copytree(models_root / "v1" / stage, out, symlinks=True)
-    _threshold(out, threshold)
+    meta = json.loads((out / "stage.json").read_text())
+    for key, value in changes.items():
+        (meta["config"] if key in meta.get("config", {}) else meta)[key] = value
+    (out / "stage.json").write_text(json.dumps(meta))
     return out
 
 
@@ -115,16 +114,20 @@ def _register_world(params, models_root: Path, tmp: Path) -> dict[str, Path]:
         return register_stage(params, stage, folder, metrics={}, lineage=lineage).version
 
     dirs = {s: models_root / "v1" / s for s in STAGES}
-    dirs["trigger"] = _variant(models_root, tmp / "trigger-open", "trigger", 0.0)
+    # the tiny retrieve/answer would abstain on nearly everything: let every case reach a reply
+    dirs["retrieve"] = _variant(models_root, tmp / "retrieve", "retrieve", min_similarity=0.0)
+    dirs["answer"] = _variant(models_root, tmp / "answer", "answer", min_confidence=0.0,
+                              min_groundedness=0.0)  # fmt: skip
+    dirs["trigger"] = _variant(models_root, tmp / "trigger-open", "trigger", threshold=0.0)
     scores = sorted(s.scores["trigger"] for s in _cascade(dirs, tmp).suggest_batch(_messages()))
     champion = dict(dirs)
     champion["trigger"] = _variant(models_root, tmp / "trigger-champ", "trigger",
-                                   scores[len(scores) // 2])  # fmt: skip
+                                   threshold=scores[len(scores) // 2])  # fmt: skip
     for stage in STAGES:
         register(stage, champion[stage])
     bootstrap_champion(params, by="test", stages=STAGES)
     register("trigger", dirs["trigger"])  # the better challenger
-    closed = _variant(models_root, tmp / "topic-closed", "topic", 0.999)
+    closed = _variant(models_root, tmp / "topic-closed", "topic", threshold=0.999)
     register("topic", closed)  # the regressing challenger
     return {"champion": champion, "trigger": dirs, "shadow": {**dirs, "topic": closed}}
 
