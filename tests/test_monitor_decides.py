@@ -378,7 +378,8 @@ def test_approval_is_promoted_by_the_promote_deployment_and_served_without_a_fai
     assert aliases_of(client, trigger)["champion"] == new and old != new
     assert not failed, f"{len(failed)} failed requests during the switch: {failed[:5]}"
     finished = [r for r in runs if r.state is not None and r.state.is_final()]
-    assert finished and all(r.state.is_completed() for r in finished), [
-        r.state for r in finished
-    ]  # polls with nothing approved are quiet Completed runs, never Failed
+    assert any(r.state.is_completed() for r in finished)
+    # polls with nothing approved are quiet Completed runs, never Failed (a poll due while the
+    # last one still runs is Cancelled by the deployment's concurrency limit, not queued)
+    assert not [r.state for r in finished if r.state.is_failed() or r.state.is_crashed()]
     assert all(r.auto_scheduled for r in runs)  # nobody started a promote run by hand
