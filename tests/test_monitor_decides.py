@@ -37,7 +37,8 @@ from pipelines.contract import STAGES, Feedback, PredictionRecord
 from pipelines.home import Home
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # a Prefect server, an MLflow store and two monitor runs
+# a Prefect server, an MLflow store, two monitor runs, a service: minutes on loaded cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 models_root = test_service.models_root  # tiny trained stages (module fixture, cached)
 
 
