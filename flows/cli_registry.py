@@ -217,6 +217,10 @@ def rollback(
         f"{done.name}: champion v{done.from_version} -> v{done.to_version} "
         f"(audit run {done.audit_run_id}); page {done.page.status}: {done.page.reason}"
     )
+    from flows.lifecycle_promote import reload_service
+
+    served = reload_service(params)  # the running service serves the restored champion now
+    console.print(f"service reload: {served['status']} {served.get('reason', '')}".rstrip())
 
 
 @mlflow_server_app.command("start")

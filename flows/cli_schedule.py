@@ -17,7 +17,8 @@ def schedule(
     ),
 ) -> None:
     """Create the process work pool, the retrain/monitor/promote/rollback deployments with their
-    cron schedules, and the automation that retrains on a drift-breach event."""
+    schedules (crons, or intervals where params.yaml sets them; promote polls every
+    `schedule.promote_poll_seconds`), and the automation that retrains on a drift-breach event."""
     from flows.cli import params_or_exit
 
     params = params_or_exit(params_file)
@@ -45,7 +46,18 @@ def schedule(
     )
     for name in names:
         console.print(f"  registered {name}")
+    retrain = (
+        f"every {cfg.retrain_interval_seconds} s"
+        if cfg.retrain_interval_seconds
+        else cfg.retrain_cron
+    )
+    monitor = (
+        f"every {cfg.monitor_interval_seconds} s"
+        if cfg.monitor_interval_seconds
+        else cfg.monitor_cron
+    )
     console.print(
-        f"retrain: {cfg.retrain_cron}, monitor: {cfg.monitor_cron} ({cfg.timezone}); "
-        f"start a worker: prefect worker start --pool {cfg.work_pool} --type process"
+        f"retrain: {retrain}, monitor: {monitor}, promote: every {cfg.promote_poll_seconds} s "
+        f"({cfg.timezone}); start a worker: prefect worker start --pool {cfg.work_pool} "
+        "--type process"
     )

@@ -15,16 +15,20 @@ Qdrant folder the running service holds. Then either:
 
 A match-rate win is vetoed when reviewers found the challenger significantly worse on the latest
 reviewed day (monitoring/review_promotion.py); the reviewed figures are tagged on the version
-(`casepilot.evidence.reviewed_*`) either way.
+(`casepilot.evidence.reviewed_*`) either way. A stage with no champion yet gets a first-champion
+request on its offline evidence (there is nothing to shadow against); the reviewer decides.
 
-Idempotent: the decision's evidence hash is stored on the version (`casepilot.decision_key`). A
-rerun on the same evidence changes nothing and sends nothing; a version that already carries a
-request is not asked again (a new request would clear a reviewer's approval), only re-notified
-if the earlier message failed (`casepilot.notified_key`).
+Idempotent: the hash of the decision's inputs (cases, replies, model versions, settings) and of
+its evidence are stored on the version (`casepilot.decision_inputs`, `casepilot.decision_key`).
+A rerun on the same inputs replays nothing, records nothing and sends nothing; a version that
+already carries a request is not asked again (a new request would clear a reviewer's
+approval), only re-notified if the earlier message failed (`casepilot.notified_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +49,7 @@ NOTIFIED_KEY = "casepilot.notified_key"
 REJECTED = "casepilot.challenger_rejected"
 REJECTED_REASONS = "casepilot.rejected_reasons"
 DECIDED_AT = "casepilot.decided_at"
+DECISION_INPUTS = "casepilot.decision_inputs"  # hash of the cases and models decided on
 DECIDED_BY = "casepilot.decided_by"  # the Prefect flow run (and deployment) that decided
 REPLAY_QDRANT = ":memory:"  # the service holds the on-disk index's lock
 
@@ -98,32 +103,74 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
     if not challengers:
         return {}
     window = _window(params, challengers)
-    models, champion_texts = ReplayModels(), {}
-    outcomes = {}
-    for stage, challenger in challengers.items():
-        ref = f"{challenger.name}/{challenger.version}"
-        rows = stage_shadow_cases(window, stage, ref, params.promote.replay_max_cases)
-        base = {"name": challenger.name, "version": challenger.version, "cases": len(rows)}
-        if len(rows) < params.promote.min_cases:
-            outcomes[stage] = {**base, "status": "waiting",
-                               "reason": f"{len(rows)} of {params.promote.min_cases} shadowed "
-                                         "cases with the agent's reply"}  # fmt: skip
-            continue
-        messages, cases = rows["message"].tolist(), rows["case_id"].tolist()
-        missing = [m for m in dict.fromkeys(messages) if m not in champion_texts]
+    replay = Replay(champion)
+    return {
+        stage: _decide_stage(params, stage, challenger, window, replay, link)
+        for stage, challenger in challengers.items()
+    }
+
+
+class Replay:
+    """The champion cascade's replayed texts (shared by every stage) and the loaded models."""
+
+    def __init__(self, champion: dict[str, ResolvedStage]) -> None:
+        self.champion, self.models, self.texts = champion, ReplayModels(), {}
+
+    def champion_texts(self, messages: list[str]) -> list[str | None]:
+        missing = [m for m in dict.fromkeys(messages) if m not in self.texts]
         if missing:
-            champion_texts.update(
-                zip(missing, _texts(models.cascade(champion), missing), strict=True)
-            )
-        swapped = models.cascade({**champion, stage: challenger})
-        decision = stage_decision(
-            stage, cases, rows["sent_reply"].tolist(),
-            [champion_texts[m] for m in messages], _texts(swapped, messages), params,
-        )  # fmt: skip
-        # reviewed correctness can veto a match-rate win (monitoring/review_promotion.py)
-        decision = reviewed_decision(params, stage, challenger.name, challenger.version, decision)
-        outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
-    return outcomes
+            cascade = self.models.cascade(self.champion)
+            self.texts.update(zip(missing, _texts(cascade, missing), strict=True))
+        return [self.texts[m] for m in messages]
+
+    def swapped_texts(self, stage: str, challenger: ResolvedStage, messages: list[str]) -> list:
+        return _texts(self.models.cascade({**self.champion, stage: challenger}), messages)
+
+    def inputs_key(self, params: Params, stage: str, ref: str, rows: Any) -> str:
+        """A hash of everything the decision depends on, known before replaying anything."""
+        blob = json.dumps({
+            "stage": stage, "ref": ref, "promote": params.promote.model_dump(mode="json"),
+            "threshold": params.monitor.match_threshold,
+            "champion": {s: f"{r.name}/{r.version}" for s, r in self.champion.items()},
+            "rows": rows[["case_id", "message", "sent_reply"]].values.tolist(),
+        }, sort_keys=True, default=str)  # fmt: skip
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _decide_stage(
+    params: Params,
+    stage: str,
+    challenger: ResolvedStage,
+    window: Any,
+    replay: Replay,
+    link: str | None,
+) -> dict[str, Any]:
+    """One challenger stage: wait for cases, skip unchanged inputs, else replay and record."""
+    ref = f"{challenger.name}/{challenger.version}"
+    rows = stage_shadow_cases(window, stage, ref, params.promote.replay_max_cases)
+    base = {"name": challenger.name, "version": challenger.version, "cases": len(rows)}
+    if len(rows) < params.promote.min_cases:
+        return {**base, "status": "waiting",
+                "reason": f"{len(rows)} of {params.promote.min_cases} shadowed cases with the "
+                          "agent's reply"}  # fmt: skip
+    inputs = replay.inputs_key(params, stage, ref, rows)
+    tags = registry_client(params).get_model_version(challenger.name, challenger.version).tags
+    settled = tags.get(REQUESTED) != "true" or tags.get(NOTIFIED_KEY) == tags.get(DECISION_KEY)
+    if tags.get(DECISION_INPUTS) == inputs and settled:
+        return {**base, "status": "unchanged", "reason": "no new shadow cases since last decision"}
+    messages = rows["message"].tolist()
+    decision = stage_decision(
+        stage, rows["case_id"].tolist(), rows["sent_reply"].tolist(),
+        replay.champion_texts(messages), replay.swapped_texts(stage, challenger, messages),
+        params,
+    )  # fmt: skip
+    # reviewed correctness can veto a match-rate win (monitoring/review_promotion.py)
+    decision = reviewed_decision(params, stage, challenger.name, challenger.version, decision)
+    outcome = record_decision(params, stage, challenger, decision, link)
+    registry_client(params).set_model_version_tag(
+        challenger.name, challenger.version, DECISION_INPUTS, inputs
+    )
+    return {**base, **outcome}
 
 
 def _first_champions(
@@ -244,9 +291,10 @@ def _notify(
     lines = [
         evidence,
         *decision.reasons,
-        f"Review and approve in MLflow: {mlflow_link}",
-        f"Approve by setting the tag `{params.promote.approval_tag}` on that version; the promote "
-        f"deployment then moves champion within {params.schedule.promote_poll_seconds} s.",
+        f"Review the evidence in MLflow: {mlflow_link}",
+        f"Approve, signed in as a reviewer other than the requester: `casepilot approve {stage} "
+        f"--version {version}`; the promote deployment then moves champion within "
+        f"{params.schedule.promote_poll_seconds} s.",
     ]
     if evidence_link:
         lines.append(f"Monitoring evidence: {evidence_link}")

@@ -65,7 +65,7 @@ def prefect_server(root: Path) -> Iterator[str]:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}/api"
         try:
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 180  # 2 loaded cores: 6-8 s idle, >90 s seen
             while not healthy(url):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(

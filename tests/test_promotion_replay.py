@@ -1,0 +1,109 @@
+"""Fast checks of the per-stage decision parts, the reviewer channels, the service key and the
+lifecycle schedules (no server: the real-server tests are test_monitor_decides.py and
+test_schedule_fires.py)."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from monitoring.notify import apprise_urls, notify_reviewers
+from monitoring.promotion_replay import evidence_key, stage_decision, stage_shadow_cases
+from pipelines.config import params_from_mapping
+from pipelines.home import Home
+
+REF = "casepilot-trigger/2"
+
+
+def _params(tmp_path: Path, **sections):
+    return params_from_mapping(sections, home=Home(tmp_path / "home"), env={})
+
+
+def _row(i: int, ref: str | None, sent: str | None, case: str | None = None) -> dict:
+    shadow = None if ref is None else {"text": "x", "versions": {"trigger": ref}}
+    at = datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=i)
+    return {"case_id": case or f"c{i}", "message": f"m{i}", "shadow": shadow,
+            "sent_reply": sent, "created_at": at}  # fmt: skip
+
+
+def test_stage_cases_are_the_ones_its_challenger_shadowed_with_a_reply() -> None:
+    frame = pd.DataFrame([
+        _row(0, REF, "hi"), _row(1, "casepilot-trigger/1", "hi"), _row(2, REF, None),
+        _row(3, None, "hi"), _row(4, REF, "hi", case="c0"), _row(5, REF, "hi"),
+    ])  # fmt: skip
+    rows = stage_shadow_cases(frame, "trigger", REF, limit=10)
+    assert rows["message"].tolist() == ["m4", "m5"]  # c0 served twice keeps its latest request
+    assert stage_shadow_cases(frame, "trigger", REF, limit=1)["message"].tolist() == ["m5"]
+    assert stage_shadow_cases(frame, "topic", REF, limit=10).empty
+
+
+def test_stage_decision_pairs_the_two_replayed_arms(tmp_path: Path) -> None:
+    params = _params(tmp_path, promote={"min_cases": 10})
+    cases = [f"c{i}" for i in range(20)]
+    sent = ["your refund was sent today"] * 20
+    champion = [s if i % 2 else None for i, s in enumerate(sent)]  # matches half
+    better = stage_decision("trigger", cases, sent, champion, list(sent), params)
+    assert better.promote and better.challenger_only == 10 and better.champion_only == 0
+    assert better.stage_deltas == {"trigger": pytest.approx(0.5)}
+    worse = stage_decision("trigger", cases, sent, champion, [None] * 20, params)
+    assert not worse.promote and any("regresses" in r for r in worse.reasons)
+    again = stage_decision("trigger", cases, sent, champion, list(sent), params)
+    assert evidence_key("trigger", REF, better) == evidence_key("trigger", REF, again)
+    assert evidence_key("trigger", REF, better) != evidence_key("trigger", REF, worse)
+
+
+def test_reviewer_channels_follow_the_pager(tmp_path: Path) -> None:
+    hook = {"kind": "webhook", "url": "https://hooks.example.com/casepilot?team=ml"}
+    assert apprise_urls(_params(tmp_path, monitor={"pager": hook}), env={}) == [
+        "jsons://hooks.example.com/casepilot?team=ml"
+    ]
+    slack = {"kind": "slack", "url": "https://hooks.slack.com/services/T0/B0/XYZ"}
+    extra = {"CASEPILOT_NOTIFY_URLS": "mailto://u:p@example.com json://127.0.0.1:9/x"}
+    assert apprise_urls(_params(tmp_path, monitor={"pager": slack}), env=extra) == [
+        slack["url"],
+        "mailto://u:p@example.com",
+        "json://127.0.0.1:9/x",
+    ]
+    duty = _params(tmp_path, monitor={"pager": {"kind": "pagerduty", "url": "https://x/y"}})
+    with pytest.raises(ValueError, match="CASEPILOT_PAGERDUTY_ROUTING_KEY"):
+        apprise_urls(duty, env={})
+    assert apprise_urls(duty, env={"CASEPILOT_PAGERDUTY_ROUTING_KEY": "rk"}) == [
+        "pagerduty://rk@rk"
+    ]
+
+
+def test_log_channel_writes_the_notification(tmp_path: Path) -> None:
+    params = _params(tmp_path)
+    result = notify_reviewers(params, "casepilot: review", "body", {"version": "2"}, env={})
+    assert result.status == "sent" and result.channels == ("log",)
+    line = (params.home.logs / "notifications.jsonl").read_text().splitlines()
+    assert len(line) == 1 and '"version": "2"' in line[0]
+
+
+def test_service_key_is_generated_once_into_a_0600_file(tmp_path: Path) -> None:
+    from flows.service_key import api_key_file, load_or_create_api_key, service_api_key
+
+    params = _params(tmp_path)
+    assert service_api_key(params, env={}) is None
+    key = load_or_create_api_key(params, env={})
+    assert len(key) >= 32 and load_or_create_api_key(params, env={}) == key
+    assert stat.S_IMODE(api_key_file(params).stat().st_mode) == 0o600
+    assert service_api_key(params, env={}) == key  # what the flows send
+    given = load_or_create_api_key(params, env={"CASEPILOT_API_KEY": "from-env"})
+    assert given == "from-env" and service_api_key(params, env={}) == "from-env"
+
+
+def test_schedules_are_crons_unless_an_interval_overrides_them(tmp_path: Path) -> None:
+    from datetime import timedelta as td
+
+    from flows.lifecycle_deploy import flow_schedule
+
+    params = _params(tmp_path, schedule={"monitor_interval_seconds": 30})
+    assert flow_schedule(params, "retrain").cron == params.schedule.retrain_cron
+    assert flow_schedule(params, "monitor").interval == td(seconds=30)
+    assert flow_schedule(params, "promote").interval == td(seconds=60)
+    assert flow_schedule(params, "rollback") is None
