@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed
 
 from flows import review_server
 from flows.lifecycle_hooks import load_flow_params, report_failure
@@ -57,6 +58,9 @@ def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str
     """Sample the day's predictions and put them in front of reviewers in Label Studio."""
     params = load_flow_params(params_file)
     day = day or today()
+    if not review_run.has_requests(params):  # a quiet run, not a failure: nothing served yet
+        why = f"nothing to review: no requests in the last {params.review.lookback_hours:g} h"
+        return Completed(message=why, data={"day": day, "sampled": 0, "imported": 0})
     sample = review_run.draw_day(params, day)
     client = studio_client(params)
     topics = taxonomy(params, sample["champion_topic"].dropna().tolist())
@@ -81,6 +85,8 @@ def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str
 def review_collect(params_file: str = "params.yaml", day: str | None = None) -> dict[str, Any]:
     """Pull finished annotations: land them for intake, record reviewed accuracy and agreement."""
     params = load_flow_params(params_file)
+    if not review_run.has_samples(params):  # a quiet run: the `review` flow sampled nothing yet
+        return Completed(message="nothing to collect: no review sample yet", data={"labels": 0})
     client = studio_client(params)
     sample = review_run.load_samples(params)
     project = review_studio.project_id(client, params.review.project_title)

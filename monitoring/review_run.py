@@ -62,6 +62,24 @@ def _read_json(path: Path, default: Any) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
 
 
+def has_requests(params: Params, until: datetime | None = None) -> bool:
+    """Whether the prediction log holds requests in the last `review.lookback_hours`."""
+    from monitoring.prediction_log import PredictionLog
+
+    until = until or datetime.now(UTC)
+    log = PredictionLog.from_url(params.prediction_log_url)
+    try:
+        since = until - timedelta(hours=params.review.lookback_hours)
+        return not log.window(since=since, until=until, limit=1).empty
+    finally:
+        log.close()
+
+
+def has_samples(params: Params) -> bool:
+    """Whether the `review` flow stored any day's sample yet."""
+    return any((review_dir(params) / "samples").glob("*.parquet"))
+
+
 def draw_day(params: Params, day: str, until: datetime | None = None) -> pd.DataFrame:
     """Draw and store the day's sample from the prediction log's last `lookback_hours`."""
     from monitoring.prediction_log import PredictionLog
