@@ -13,10 +13,8 @@ each run, so a second run starts from the same clean world). The demo profile
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +22,7 @@ from rich.console import Console
 from flows.demo_params import DEMO_OVERLAY, DemoSetup, deep_merge, demo_setup
 from flows.demo_platform import free_ports_overlay
 from flows.demo_summary import DemoSummary, StepResult
-from pipelines.home import Home
+from pipelines.home import Home, environment
 
 # The demo compresses time: the platform's scheduler creates due runs every 3 s, and the worker
 # looks for them every 3 s (Prefect's defaults: 60 s and 10 s).
@@ -51,21 +49,6 @@ def _outside_overlay(home: Home) -> dict:
             "source": {"path": str(outside / "landing")},
         }
     }
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set `values` in os.environ for the block (the demo's state folder), then restore."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def links(setup: DemoSetup, summary: DemoSummary) -> dict[str, str]:
@@ -107,7 +90,7 @@ def run_demo(
     console.print(f"state folder (wiped at each run): {home.root}")
     summary = DemoSummary(console=console)
     setup: DemoSetup | None = None
-    with page_receiver() as receiver, _environment({**home.framework_env(), **CLOCK}):
+    with page_receiver() as receiver, environment({**home.framework_env(), **CLOCK}):
         pager = {"kind": "webhook", "url": receiver.url, "retries": 2, "timeout_s": 5.0}
         overrides = deep_merge(free_ports_overlay(), {"monitor": {"pager": pager}})
         overrides = deep_merge(overrides, _outside_overlay(home))

@@ -18,7 +18,6 @@ audit says `unauthenticated store`.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,16 +98,10 @@ def signed_in(sign_in: SignIn | None) -> Iterator[None]:
     if sign_in is None:
         yield
         return
-    saved = {key: os.environ.get(key) for key in (USERNAME_ENV, PASSWORD_ENV)}
-    os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = sign_in.username, sign_in.password
-    try:
+    from pipelines.home import environment
+
+    with environment({USERNAME_ENV: sign_in.username, PASSWORD_ENV: sign_in.password}):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def authenticated_user(tracking_uri: str) -> str | None:
