@@ -21,6 +21,7 @@ from typing import Any
 from pipelines.config import Params
 
 POLL_S = 2.0  # the interval of every bounded wait on the Prefect API or the service
+PAGE = 200  # the most flow runs Prefect's API returns for one query
 
 
 def free_ports_overlay() -> dict[str, Any]:
@@ -153,11 +154,17 @@ class FlowRuns:
         from prefect.client.schemas.sorting import FlowRunSort
 
         started = FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False))
+        found: list[Any] = []
         with self._client() as client:
-            found = client.read_flow_runs(
-                flow_run_filter=started, sort=FlowRunSort.START_TIME_ASC, limit=1000
-            )
-            flows = {str(f.id): f.name for f in client.read_flows(limit=200)}
+            while True:  # the API returns at most PAGE runs a call
+                page = client.read_flow_runs(
+                    flow_run_filter=started, sort=FlowRunSort.START_TIME_ASC, limit=PAGE,
+                    offset=len(found),
+                )  # fmt: skip
+                found.extend(page)
+                if len(page) < PAGE:
+                    break
+            flows = {str(f.id): f.name for f in client.read_flows(limit=PAGE)}
             return [self._info(client, flows.get(str(r.flow_id), "?"), r) for r in found]
 
     def _info(self, client: Any, flow_name: str, run: Any) -> RunInfo:

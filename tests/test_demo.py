@@ -131,7 +131,7 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2700)  # the whole deployed loop: two retrains, schedules, five servers
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
 ) -> None:
