@@ -87,9 +87,27 @@ def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
     from monitoring.alerts import read_alerts
 
     params_file = _write_params(
-        tmp_path / "params.yaml", {"register": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}
+        tmp_path / "params.yaml",
+        {
+            "register": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"},
+            "monitor": {"window_cases": 10},
+        },
     )
-    state = monitor(str(params_file), return_state=True)  # no training data to compare with
+    # a full window of traffic (so it is judged), but no training data to compare it with
+    from monitoring.prediction_log import PredictionLog
+
+    log = PredictionLog.from_url(load_params(params_file).prediction_log_url)
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    log.write([
+        PredictionRecord(
+            request_id=f"r-{i}", case_id=f"c-{i}", created_at=start + timedelta(minutes=i),
+            message=f"where is my payout {i}?", champion=Suggestion(text="Payouts arrive in 2 days.", latency_ms=5.0),
+            latency_ms=5.0,
+        )
+        for i in range(10)
+    ])  # fmt: skip
+    log.close()
+    state = monitor(str(params_file), return_state=True)
     assert state.is_failed() and "no accepted training data" in state.message
     alerts = [a for a in read_alerts(load_params(params_file)) if a.kind == "flow_failed"]
     assert [a.details["flow"] for a in alerts] == ["monitor"]
