@@ -236,7 +236,8 @@ def test_drift_breach_runs_retrain_through_the_automation(
     params_file = _write_params(
         tmp_path / "params.yaml",
         {
-            "monitor": {"window_cases": 200, "breach_n": 1, "breach_m": 1},
+            # 4 drifted days x 40 cases: one full window of 160 (a window is judged once full)
+            "monitor": {"window_cases": 160, "breach_n": 1, "breach_m": 1},
             "schedule": {"prefect_api_url": prefect_server, "work_pool": pool},
         },
     )
