@@ -59,7 +59,7 @@ def _accept(home: Home, cases: list) -> None:
 def harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):  # 2 busy cores
         yield
 
 
