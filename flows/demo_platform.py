@@ -211,6 +211,8 @@ class FlowRuns:
             for run in self.runs(flow_name, since=since):
                 if started_by and not run.started_by.startswith(started_by):
                     continue
+                if run.state == "CANCELLED":  # a poll dropped while the last one still ran
+                    continue
                 return run if run.state in self.TERMINAL else None
             return None
 

@@ -43,6 +43,9 @@ ENTRYPOINTS = {
 # An interval schedule's first run: this long after registration, past one loop of the server's
 # scheduler (`casepilot up` runs it every 10 s), so the first slot is never already in the past.
 INTERVAL_FIRST_RUN_S = 30
+# Periodic checks: one at a time, and a run that comes due while the last one still runs is
+# cancelled rather than queued, so a busy box never works off a backlog of stale polls at once.
+POLLS = ("promote", "monitor", "review", "review-collect")
 
 
 @contextlib.contextmanager
@@ -129,13 +132,13 @@ def flow_schedule(params: Params, flow_name: str) -> Any:
 
 
 def _concurrency(flow_name: str) -> Any:
-    """One retrain at a time (a drift storm queues one); a promote poll that finds the last one
+    """One retrain at a time (a drift storm queues one); a poll (`POLLS`) that finds the last one
     still running is cancelled rather than queued, so slow polls never pile up."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     if flow_name == "retrain":
         return 1
-    if flow_name == "promote":
+    if flow_name in POLLS:
         return ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
         )
