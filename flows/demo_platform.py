@@ -213,6 +213,8 @@ class FlowRuns:
                     continue
                 if run.state == "CANCELLED":  # a poll dropped while the last one still ran
                     continue
+                if run.state == "CRASHED" and run.started is None:  # never got to run (e.g. the
+                    continue  # worker could not submit it to a busy server): the next one will
                 return run if run.state in self.TERMINAL else None
             return None
 
