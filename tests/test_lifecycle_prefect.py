@@ -101,8 +101,8 @@ def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
     log.write([
         PredictionRecord(
             request_id=f"r-{i}", case_id=f"c-{i}", created_at=start + timedelta(minutes=i),
-            message=f"where is my payout {i}?", champion=Suggestion(text="Payouts arrive in 2 days.", latency_ms=5.0),
-            latency_ms=5.0,
+            message=f"where is my payout {i}?", latency_ms=5.0,
+            champion=Suggestion(text="Payouts arrive in 2 days.", latency_ms=5.0),
         )
         for i in range(10)
     ])  # fmt: skip
