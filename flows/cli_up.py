@@ -242,8 +242,7 @@ def bring_up(params: Params, params_file: Path) -> Stack:
             where = mlflow_auth.secrets_file(params.home)
             st.status["mlflow users"] = f"admin, reviewer, promoter; passwords in {where} (0600)"
             bento = attempt("bentoml", lambda: _start_bentoml(st))
-            waiting = st.status.get("bentoml", "").startswith("started, waiting")
-            if isinstance(bento, Service) and not waiting:  # readiness only with a champion
+            if isinstance(bento, Service) and not _champion_missing(params):
                 ready = f"{bento.url}/readyz"
                 pending.append((bento, lambda: stack.http_ok(ready) is not None, 300))
     if isinstance(ui, Service):
