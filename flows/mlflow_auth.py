@@ -236,7 +236,7 @@ def _only_owner_writes(
 ) -> None:
     """Grant `owner` EDIT on the experiment and make sure no other user can write it."""
     if owner != admin:
-        auth.grant_user_permission(owner, "experiment", experiment_id, "EDIT")
+        _grant_edit(auth, owner, experiment_id)
     for user in users:
         if user in (owner, admin):
             continue
@@ -256,6 +256,12 @@ def _promoter_edits_the_rest(client: object, auth: object, ledgers: set[str]) ->
     for experiment in client.search_experiments():
         if experiment.experiment_id in ledgers:
             continue
-        level = auth.get_user_permission(PROMOTER, "experiment", experiment.experiment_id)
-        if level.permission not in ("EDIT", "MANAGE"):
-            auth.grant_user_permission(PROMOTER, "experiment", experiment.experiment_id, "EDIT")
+        _grant_edit(auth, PROMOTER, experiment.experiment_id)
+
+
+def _grant_edit(auth: object, user: str, experiment_id: str) -> None:
+    """EDIT for `user` on the experiment unless it already has it (the server refuses a second
+    grant with RESOURCE_ALREADY_EXISTS, so `casepilot up` run again must not ask twice)."""
+    level = auth.get_user_permission(user, "experiment", experiment_id).permission
+    if level not in ("EDIT", "MANAGE"):
+        auth.grant_user_permission(user, "experiment", experiment_id, "EDIT")

@@ -302,6 +302,8 @@ def test_dvc_repro_reruns_only_what_changed(
     (incoming / "day-001.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in fixture_rows(20, "d1"))
     )
+    # the world's manifest: the dep that orders `intake` after `synth` in dvc.yaml
+    (incoming.parent / "manifest.json").write_text(json.dumps({"days": 1}))
     topics = sorted({row["topic"] for row in fixture_rows() if row.get("topic")})
     (repo / ".casepilot" / "data" / "taxonomy.json").write_text(json.dumps({"topics": topics}))
     bin_dir = str(Path(sys.executable).parent)

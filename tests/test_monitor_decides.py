@@ -194,8 +194,10 @@ def world(
         params_file = tmp / "params.yaml"
         hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
         params_file.write_text(yaml.safe_dump({
+            # no offline gates, no scenario gate: the regressing topic challenger must reach shadow
+            # (tests/test_scenarios_gate.py tests the scenario gate)
             "register": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
-                         "gates": {s: {} for s in STAGES}},
+                         "gates": {s: {} for s in STAGES}, "scenario_suite": None},
             "monitor": {"window_cases": 200, "pager": {"kind": "webhook", "url": hook}},
             "promote": {"min_cases": 20},
         }))  # fmt: skip
