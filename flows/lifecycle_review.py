@@ -55,13 +55,17 @@ def taxonomy(params: Params, fallback: Sequence[str] = ()) -> list[str]:
 
 @flow(name="review", **HOOKS)
 def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str, Any]:
-    """Sample the day's predictions and put them in front of reviewers in Label Studio."""
+    """Sample the day's predictions and put them in front of reviewers in Label Studio (a later
+    run on the same day adds a sample of the requests logged since: `review_run.draw_day`)."""
     params = load_flow_params(params_file)
     day = day or today()
     if not review_run.has_requests(params):  # a quiet run, not a failure: nothing served yet
         why = f"nothing to review: no requests in the last {params.review.lookback_hours:g} h"
         return Completed(message=why, data={"day": day, "sampled": 0, "imported": 0})
     sample = review_run.draw_day(params, day)
+    if sample.empty:  # quiet: the day's sample already holds every request logged until now
+        why = f"nothing new to review for {day}: no requests since the day's last draw"
+        return Completed(message=why, data={"day": day, "sampled": 0, "imported": 0})
     client = studio_client(params)
     topics = taxonomy(params, sample["champion_topic"].dropna().tolist())
     cfg = params.review

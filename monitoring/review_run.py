@@ -1,7 +1,8 @@
 """The review loop's steps on disk, for the `review` / `review-collect` flows (no Prefect here).
 
 State under `CASEPILOT_HOME/review/`: `samples/<day>.parquet` (the drawn items with their
-inclusion probabilities) and `<day>.json` (the window and its label-free estimates),
+inclusion probabilities; a day's later runs append draws from newer traffic) and `<day>.json`
+(the day's window, its draws and its label-free estimates),
 `reviewed/<day>.parquet` (items joined with their first label), `landed.json` (request ids
 already sent to intake) and `history.json` (one entry per reviewed day: reviewed accuracy with
 intervals, per topic, agreement, label-free calibration). `reviewed_evidence` reads the latest
@@ -81,29 +82,57 @@ def has_samples(params: Params) -> bool:
 
 
 def draw_day(params: Params, day: str, until: datetime | None = None) -> pd.DataFrame:
-    """Draw and store the day's sample from the prediction log's last `lookback_hours`."""
+    """Draw the day's review sample, or top it up; returns the items drawn by this call.
+
+    The first draw of `day` samples the prediction log's last `lookback_hours`. A later run on
+    the same day (a schedule shorter than a day, a rerun after more traffic) draws only from the
+    requests logged since the previous draw, leaving out cases already sampled, and appends them:
+    every item a reviewer may already be labeling stays in the day's sample, and traffic that
+    arrived later (say, a challenger's first shadow suggestions) still gets reviewed. Each draw is
+    a stratified sample of its own window, so the day's inclusion probabilities stay exact.
+    Returns an empty frame when nothing new was logged since the previous draw.
+    """
+    import pandas as pd
+
     from monitoring.prediction_log import PredictionLog
 
     until = until or datetime.now(UTC)
+    folder = review_dir(params) / "samples"
+    sample_file, meta_file = folder / f"{day}.parquet", folder / f"{day}.json"
+    drawn = pd.read_parquet(sample_file) if sample_file.is_file() else None
+    meta = _read_json(meta_file, {}) if drawn is not None else {}
     since = until - timedelta(hours=params.review.lookback_hours)
+    day_since = datetime.fromisoformat(meta["since"]) if meta else since
+    if meta:
+        since = max(since, datetime.fromisoformat(meta["until"]))
     log = PredictionLog.from_url(params.prediction_log_url)
     try:
         window = log.window(since=since, until=until)
+        whole_day = log.window(since=day_since, until=until) if meta else window
     finally:
         log.close()
-    sample = draw_review_sample(window, params.review, day=day)
+    if drawn is not None:
+        window = window[~window["case_id"].isin(set(drawn["case_id"]))]
+        if window.empty:
+            return drawn.iloc[0:0]
+    draws = int(meta.get("draws", 0))
+    seed_day = day if draws == 0 else f"{day}/{draws}"  # each draw its own deterministic seed
+    sample = draw_review_sample(window, params.review, day=seed_day)
     sample["day"] = day
-    folder = review_dir(params) / "samples"
     folder.mkdir(parents=True, exist_ok=True)
-    sample.to_parquet(folder / f"{day}.parquet", index=False)
-    meta = {
-        "day": day,
-        "since": since,
-        "until": until,
-        "requests": len(window),
-        "label_free": estimated_accuracy(window),
-    }
-    _write_json(folder / f"{day}.json", meta)
+    merged = sample if drawn is None else pd.concat([drawn, sample], ignore_index=True)
+    merged.to_parquet(sample_file, index=False)
+    _write_json(
+        meta_file,
+        {
+            "day": day,
+            "since": day_since,
+            "until": until,
+            "draws": draws + 1,
+            "requests": len(whole_day),
+            "label_free": estimated_accuracy(whole_day),
+        },
+    )
     return sample
 
 

@@ -594,7 +594,12 @@ class ScheduleConfig(Section):
 class ReviewConfig(Section):
     """The daily review queue in Label Studio (flows/lifecycle_review.py, monitoring/review_*)."""
 
-    daily_size: int = Field(60, ge=4, description="predictions sent to reviewers per day")
+    daily_size: int = Field(
+        60,
+        ge=4,
+        description="predictions sent to reviewers per review run: the day's first run samples "
+        "the last lookback_hours, a later run that day only the requests logged since",
+    )
     lookback_hours: float = Field(
         24.0, gt=0, description="the day's sample is drawn from the log's last N hours"
     )

@@ -67,7 +67,11 @@ def _decide(
 
 
 def served_log(
-    cases: list[LabeledCase], url: str, seed: int = 0, shadow_skill: float | None = 0.93
+    cases: list[LabeledCase],
+    url: str,
+    seed: int = 0,
+    shadow_skill: float | None = 0.93,
+    request_prefix: str = "req",
 ) -> PredictionLog:
     """Write one request per case (champion skill 0.9, optional shadow) and the agent's replies."""
     rng = random.Random(seed)
@@ -83,7 +87,7 @@ def served_log(
         shadow = _decide(case, topics, replies, rng, shadow_skill) if shadow_skill else None
         records.append(
             PredictionRecord(
-                request_id=f"req-{i}",
+                request_id=f"{request_prefix}-{i}",
                 case_id=case.case_id,
                 created_at=case.created_at,
                 message=case.message,

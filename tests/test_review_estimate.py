@@ -272,3 +272,34 @@ def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger
     evidence = reviewed_evidence(params, "answer")
     assert evidence["loses"] and evidence["difference"]["high"] < 0
     assert "worse where people checked" in reviewed_veto(evidence)
+
+
+def test_a_later_run_the_same_day_tops_the_sample_up_with_newer_traffic_only(home) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from monitoring.review_run import draw_day, load_samples
+    from pipelines.config import params_from_mapping
+
+    params = params_from_mapping(
+        {"review": {"daily_size": 20, "lookback_hours": 24 * 3650}}, home=home, env={}
+    )
+    first_cases = world_cases(cases_per_day=40, days=1)
+    served_log(first_cases, params.prediction_log_url).close()
+    day = "2026-01-05"
+    first = draw_day(params, day)
+    assert len(first) == 20 and set(first["case_id"]) <= {c.case_id for c in first_cases}
+    # nothing logged since: the day's sample stays as drawn
+    assert draw_day(params, day).empty and len(load_samples(params)) == 20
+
+    # later traffic (new cases, logged after the first draw) gets its own draw, appended
+    now = datetime.now(UTC)
+    later = [
+        c.model_copy(update={"case_id": f"later-{c.case_id}", "created_at": now})
+        for c in first_cases[:30]
+    ]
+    served_log(later, params.prediction_log_url, request_prefix="later").close()
+    second = draw_day(params, day, until=datetime.now(UTC) + timedelta(hours=1))
+    assert len(second) == 20 and all(c.startswith("later-") for c in second["case_id"])
+    assert all(0 < p <= 1 for p in second["inclusion_prob"])
+    whole = load_samples(params)
+    assert len(whole) == 40 and set(first["request_id"]) <= set(whole["request_id"])
