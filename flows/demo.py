@@ -13,6 +13,7 @@ each run, so a second run starts from the same clean world). The demo profile
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,9 +109,20 @@ def run_demo(
                 )
             console.print_exception(max_frames=8)
         summary.links = links(setup, summary)
+        summary.links["lifecycle latencies (JSON)"] = str(_write_figures(home, summary))
         console.print(summary.table())
         console.print(summary.links_table())
     return summary
+
+
+def _write_figures(home: Home, summary: DemoSummary) -> Path:
+    """The run's lifecycle latencies (flows/demo_figures.py), beside the platform's logs."""
+    from flows.demo_figures import figures
+
+    path = home.logs / "demo-figures.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures(summary), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def _describe(setup: DemoSetup, receiver_url: str, console: Console) -> None:

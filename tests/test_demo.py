@@ -192,6 +192,14 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     scan = scan_home(state.root, planted=planted)
     assert planted and scan.planted_found == 0, [f for f in scan.findings if f.planted][:5]
 
+    # the run's lifecycle latencies are written beside the platform's logs (bench_lifecycle.py)
+    import json
+
+    figures = json.loads((state.logs / "demo-figures.json").read_text(encoding="utf-8"))
+    for key in ("page → retrain started (s)", "approval → champion serving (s)"):
+        assert isinstance(figures[key], float) and figures[key] >= 0, figures
+    assert figures["failed requests during the switch"] == 0, figures
+
     runs = summary.find("flow runs on the platform").data["runs"]
     lifecycle = [r for r in runs if r.flow in LIFECYCLE]
     assert {r.flow for r in lifecycle} == set(LIFECYCLE), runs
