@@ -118,6 +118,8 @@ def draw_day(params: Params, day: str, until: datetime | None = None) -> pd.Data
     draws = int(meta.get("draws", 0))
     seed_day = day if draws == 0 else f"{day}/{draws}"  # each draw its own deterministic seed
     sample = draw_review_sample(window, params.review, day=seed_day)
+    if draws:  # another population (a later window): its strata are strata of their own
+        sample["stratum"] = sample["stratum"] + f" (draw {draws + 1})"
     sample["day"] = day
     folder.mkdir(parents=True, exist_ok=True)
     merged = sample if drawn is None else pd.concat([drawn, sample], ignore_index=True)

@@ -277,7 +277,7 @@ def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger
 def test_a_later_run_the_same_day_tops_the_sample_up_with_newer_traffic_only(home) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from monitoring.review_run import draw_day, load_samples
+    from monitoring.review_run import draw_day, load_samples, summarise_day
     from pipelines.config import params_from_mapping
 
     params = params_from_mapping(
@@ -303,3 +303,12 @@ def test_a_later_run_the_same_day_tops_the_sample_up_with_newer_traffic_only(hom
     assert all(0 < p <= 1 for p in second["inclusion_prob"])
     whole = load_samples(params)
     assert len(whole) == 40 and set(first["request_id"]) <= set(whole["request_id"])
+    # each draw is its own stratified sample: no stratum spans two draws, so the day's estimate
+    # over both draws keeps exact weights and a valid interval
+    assert not set(first["stratum"]) & set(second["stratum"])
+    truth = {c.case_id: c for c in first_cases} | {c.case_id: c for c in later}
+    entry = summarise_day(params, day, oracle(whole, truth))
+    assert entry["reviewed_items"] == 40
+    for estimate in entry["reviewed"]["champion"].values():
+        if estimate["cases"]:
+            assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1, estimate
