@@ -19,6 +19,7 @@ from rich.console import Console
 from flows.demo_params import DEMO_OVERLAY
 from pipelines.home import Home
 
+REPO = Path(__file__).resolve().parents[1]
 # drift on day 3: days 1-2 train, 3-4 drift traffic, 5 shadow traffic
 SYNTH = {"days": 5, "cases_per_day": 300, "drift_from_day": 3}
 
@@ -75,6 +76,15 @@ def tiny_overlay(folder: Path) -> Path:
         "monitor": {"window_cases": 100, "breach_n": 2, "breach_m": 3},
         "promote": {"min_cases": 40},
     }
+    # the scenario gate on a third of the suite (the shared files and 12 topics, the drift topic
+    # among them): the gate's code path is whole, its minutes per registration a third
+    suite = folder / "scenarios"
+    suite.mkdir()
+    for scenario in sorted((REPO / "scenarios").glob("*.yaml"))[:14]:
+        (suite / scenario.name).symlink_to(scenario)
+    overlay["register"]["scenario_suite"] = str(suite)
+    # one quantization candidate on fewer validation cases (bench_quantize.py measures them all)
+    overlay["quantize"] = {"auto_candidates": ["int8_dynamic"], "max_val_cases": 40}
     path = folder / "tiny-demo.yaml"
     path.write_text(yaml.safe_dump(overlay, sort_keys=False), encoding="utf-8")
     return path
