@@ -157,17 +157,19 @@ def request_promotion(
         {"model": name, "version": version, "stage": stage, "evidence_sha256": sha},
     )
     existing = client.get_model_version(name, version).tags
-    for stale in (params.promote.approval_tag, APPROVED_AT, APPROVAL_RUN):
+    # REQUESTED is withdrawn first and written last: MLflow sets a version's tags one at a time,
+    # and whoever reads `requested=true` (a reviewer, the demo) must find the whole request
+    for stale in (REQUESTED, params.promote.approval_tag, APPROVED_AT, APPROVAL_RUN):
         if stale in existing:
             client.delete_model_version_tag(name, version, stale)
-    set_version_tags(client, name, version, _request_tags(decision, evidence_json, link))
     set_version_tags(
         client,
         name,
         version,
-        {REQUESTED_AT: requested_at, REQUESTED_BY: requester, REQUEST_RUN: run_id,
-         EVIDENCE_SHA: sha},
+        {**_request_tags(decision, evidence_json, link), REQUESTED_AT: requested_at,
+         REQUESTED_BY: requester, REQUEST_RUN: run_id, EVIDENCE_SHA: sha},
     )  # fmt: skip
+    client.set_model_version_tag(name, version, REQUESTED, "true")
     client.update_model_version(
         name, version, description=_request_description(params, stage, version, decision)
     )
@@ -177,7 +179,6 @@ def request_promotion(
 def _request_tags(decision: PromotionDecision, evidence_json: str, link: str) -> dict[str, str]:
     """The evidence as version tags, the way the reviewer reads it in the MLflow UI."""
     return {
-        REQUESTED: "true",
         EVIDENCE: evidence_json,
         LINK: link,
         "casepilot.evidence.cases": str(decision.cases),

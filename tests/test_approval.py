@@ -106,6 +106,37 @@ def test_promotion_is_refused_without_an_approval(params, stage_dir) -> None:
     assert aliases_of(client, name) == {CHAMPION: v1, CHALLENGER: v2}
 
 
+def test_a_request_reads_as_requested_only_once_it_is_whole(
+    params, stage_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow writes a version's tags one at a time: whoever sees `requested=true` (the demo's
+    reviewer, a person in the UI) must find the request run and evidence already there, also
+    when a new request replaces an older one."""
+    from mlflow import MlflowClient
+
+    from pipelines.approval import REQUEST_RUN, REQUESTED
+
+    name, _, v2 = _champion_and_challenger(params, stage_dir)
+    seen: list[tuple[str, dict[str, str]]] = []
+    set_tag = MlflowClient.set_model_version_tag
+
+    def watched(self, model, version, key, value) -> None:
+        set_tag(self, model, version, key, value)
+        seen.append((key, dict(self.get_model_version(model, version).tags)))
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", watched)
+    for cases in (60, 80):  # a first request, then one on new evidence
+        seen.clear()
+        request = request_promotion(
+            params, "topic", winning_decision(params, cases=cases), requested_by="ops"
+        )
+        complete = [tags for _, tags in seen if tags.get(REQUESTED) == "true"]
+        assert complete and all(t.get(REQUEST_RUN) == request.audit_run_id for t in complete), seen
+        assert all(json.loads(t[EVIDENCE])["cases"] == cases for t in complete)
+        assert seen[-1][0] == REQUESTED
+    assert registry_client(params).get_model_version(name, v2).tags[REQUESTED] == "true"
+
+
 def test_promotion_is_refused_with_approval_but_no_request(params, stage_dir) -> None:
     name, v1, v2 = _champion_and_challenger(params, stage_dir)
     registry_client(params).set_model_version_tag(name, v2, TAG, "jane.doe")  # the UI's action
