@@ -1,7 +1,7 @@
 """Reliability probes of the copilot service on loopback: what it survives, with figures (issue 13).
 
     .venv/bin/python benchmarks/reliability.py [--minutes 10] [--concurrency 8] [--models DIR]
-        [--only load,kill,faults,deps,fuzz]
+        [--only load,kill,faults,deps,mlflow-server,qdrant-lock,fuzz]
 
 Every probe runs real `bentoml serve` processes on 127.0.0.1 (own process group, stopped at the
 end), bounded in time and count. Models: `--models DIR` (DIR/<stage>/, e.g. the demo cascade
@@ -14,8 +14,14 @@ cached under $CASEPILOT_HOME/bench/). The challenger is the champion with a retu
   same log: acknowledged requests missing from the log, rows whose shadow was marked lost.
 - faults: fixed requests with the shadow crashing, hanging, timing out and a corrupt challenger
   file; champion answers compared with a fault-free run, shadow errors counted, p95 change.
-- deps: the prediction log locked, the MLflow store missing or replaced by garbage at reload,
-  the Qdrant folder locked at reload: 5xx count, answers, and recovery once it is back.
+- deps: the prediction log locked, the MLflow store missing or replaced by garbage at reload:
+  5xx count, answers, and recovery once it is back.
+- mlflow-server: registry mode through a real `mlflow server` on loopback, stopped before an
+  `/admin/reload` (requests and status calls go on during it), then started again and reloaded.
+- qdrant-lock: with the default in-memory index, a new retrieve version's build folder held by
+  another process at reload; with `retrieve.qdrant_location` a folder, another process opening
+  it while the service serves (and a reload), and the folder held when the service starts.
+(A kill of a `retrain` run mid-training is benchmarks/retrain_resume.py: no service there.)
 - fuzz: schemathesis over the OpenAPI of every route, plus 5 MB bodies and invalid UTF-8;
   5xx count and health after.
 
@@ -25,9 +31,11 @@ Writes `benchmarks/results/reliability.json` and prints the Markdown table for R
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +47,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import sqlalchemy as sa
-from service_harness import BENCH_KEY, build_tiny_models, kill9, launch, log_path, stop_server
+from service_harness import (
+    BENCH_KEY,
+    build_tiny_models,
+    kill9,
+    launch,
+    log_path,
+    server_groups,
+    stop_server,
+    wait_ready,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -52,6 +69,7 @@ MESSAGES = [
     "can I change the email on my account?",
     "the dashboard shows a failed transfer",
 ]
+PROBES = ("load", "kill", "faults", "deps", "mlflow-server", "qdrant-lock", "fuzz")
 PARAMS = "serve:\n  reload_poll_s: 3600\n  shadow_timeout_s: 3.0\n  log_commit_timeout_s: 1.0\n"
 
 
@@ -302,14 +320,15 @@ def probe_log_down(work: Path, root: Path, seconds: float, concurrency: int) -> 
         stop_server(process)
 
 
-def _registry_home(work: Path, models: Path, root: Path) -> Path:
-    """An MLflow store in the server's home: every stage registered, champion + challenger."""
+def _registry_home(work: Path, models: Path, root: Path, name: str = "deps-mlflow") -> Path:
+    """An MLflow store in the server `name`'s home: every stage registered, champion +
+    challenger."""
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
     from pipelines.lineage import Lineage
     from pipelines.registry import bootstrap_champion, register_stage
 
-    home = Home(work / "home-deps-mlflow").ensure()
+    home = Home(work / f"home-{name}").ensure()
     params = params_from_mapping({"register": {"gates": {}}}, home=home, env={})
     lineage = Lineage(data_version="bench", git_commit="bench", params_hash="b", base_model="tiny")
     for stage in ("trigger", "topic", "retrieve", "answer", "tone"):
@@ -362,43 +381,249 @@ def probe_mlflow_down(work: Path, models: Path, root: Path) -> list[dict]:
         stop_server(process)
 
 
-def probe_qdrant_missing(work: Path, root: Path) -> list[dict]:
-    """The embedded Qdrant folder removed, then a new retrieve version to load; then restored."""
-    url, process = launch(work, root, name="deps-qdrant", params_yaml=PARAMS)
-    qdrant = work / "home-deps-qdrant" / "qdrant"
+def _reload_under_load(url: str) -> dict:
+    """A forced reload in a thread while requests and status calls go on; what each saw."""
+    outcome: dict = {}
+
+    def reload() -> None:
+        started = time.monotonic()
+        try:
+            outcome.update(_reload(url))
+        except httpx.HTTPError as err:
+            outcome["error"] = f"{type(err).__name__}: {err}"
+        outcome["seconds"] = round(time.monotonic() - started, 1)
+
+    thread = threading.Thread(target=reload, daemon=True)
+    thread.start()
+    statuses: dict[int, int] = {}
+    latencies, status_calls = [], []
+    with httpx.Client(timeout=60) as client:
+        i = 0
+        while thread.is_alive():
+            i += 1
+            started = time.perf_counter()
+            body = {"case_id": f"mlflow-down-{uuid.uuid4().hex[:8]}", "message": MESSAGES[i % 6]}
+            code = client.post(f"{url}/suggest", json=body).status_code
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[code] = statuses.get(code, 0) + 1
+            if i % 10 == 1:
+                started = time.perf_counter()
+                status = client.post(f"{url}/admin/status", json={}, headers=ADMIN)
+                status_calls.append(
+                    {
+                        "ms": round((time.perf_counter() - started) * 1000),
+                        "status": status.status_code,
+                        "last_error": (status.json().get("last_error") or "")[:120],
+                    }
+                )
+            thread.join(0.5)
+    return {
+        "reload": outcome,
+        "suggest_during_reload": statuses,
+        "p95_ms_during_reload": float(np.percentile(latencies, 95)) if latencies else None,
+        "status_calls_during_reload": status_calls[:3] + status_calls[-2:],
+    }
+
+
+def probe_mlflow_server_down(work: Path, models: Path, root: Path) -> list[dict]:
+    """Registry mode through a real `mlflow server` on loopback: stopped at reload, restarted."""
+    from flows.services import free_port, start_mlflow_server, stop_mlflow_server
+    from pipelines.config import params_from_mapping
+    from pipelines.home import Home
+
+    name = "deps-mlflow-server"
+    _registry_home(work, models, root, name)
+    server = params_from_mapping({}, home=Home(work / f"home-{name}"), env={})
+    port = free_port()
+    tracking = f"http://127.0.0.1:{port}"
+    start_mlflow_server(server, port=port)
     out = []
+    process = None
     try:
-        moved = qdrant.with_name("qdrant.moved")
-        os.replace(qdrant, moved)
-        champion = root / "champion"
-        fresh = root / "versions" / "champion-new-retrieve"
-        fresh.mkdir(parents=True)
-        for stage in ("trigger", "topic", "answer", "tone"):
-            (fresh / stage).symlink_to(champion.resolve() / stage)
-        shutil.copytree(champion.resolve() / "retrieve", fresh / "retrieve")
-        meta = json.loads((fresh / "retrieve" / "stage.json").read_text())
-        meta["collection"] = meta["collection"] + "-v2"
-        (fresh / "retrieve" / "stage.json").write_text(json.dumps(meta))
-        old = champion.resolve()
-        champion.unlink()
-        champion.symlink_to(fresh)
+        env = {"CASEPILOT_MLFLOW_TRACKING_URI": tracking}
+        url, process = launch(work, None, name=name, params_yaml=PARAMS, env=env)
+        _answers(url, "mlflow-warmup", 5)
+        _, base_lat = _answers(url, "mlflow-up", 20)
+        base_p95 = float(np.percentile(base_lat, 95))
+        stop_mlflow_server(server)
+        down = _reload_under_load(url)
+        status = httpx.post(f"{url}/admin/status", json={}, headers=ADMIN, timeout=60).json()
         out.append(
             {
-                "dependency": "Qdrant folder missing, new retrieve version",
+                "dependency": "mlflow server stopped, then /admin/reload",
+                **down,
+                "p95_ms_before": base_p95,
+                "status_after": {
+                    "last_error": (status.get("last_error") or "")[:200],
+                    "champion": status.get("champion"),
+                },
+                "suggest_after": _statuses(url),
+            }
+        )
+        start_mlflow_server(server, port=port)
+        reload = _reload(url)
+        status = httpx.post(f"{url}/admin/status", json={}, headers=ADMIN, timeout=60).json()
+        out.append(
+            {
+                "dependency": "mlflow server started again, /admin/reload",
+                "reload": reload,
+                "status_last_error": status.get("last_error"),
+                "suggest": _statuses(url),
+            }
+        )
+        return out
+    finally:
+        if process is not None:
+            stop_server(process)
+        stop_mlflow_server(server)
+
+
+QDRANT_HOLDER = """
+import sys, time
+from qdrant_client import QdrantClient
+try:
+    client = QdrantClient(path=sys.argv[1])
+except Exception as err:
+    print("REFUSED", type(err).__name__, str(err)[:200], flush=True)
+    sys.exit(3)
+print("HOLDING", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold_qdrant(folder: Path, seconds: float) -> tuple[subprocess.Popen, str]:
+    """Another process opening the embedded Qdrant folder; (process, its first line)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", QDRANT_HOLDER, str(folder), str(seconds)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def _release(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+def _qdrant_files(process: subprocess.Popen) -> list[str]:
+    """Open files of the server's processes under any Qdrant folder (its lock, its storage)."""
+    found = set()
+    for group in server_groups(process.pid):
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            with contextlib.suppress(OSError):  # a process that ended meanwhile
+                if os.getpgid(int(pid)) != group:
+                    continue
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.endswith((".lock", "storage.sqlite")) or "/collection/" in target:
+                        found.add(target)
+    return sorted(found)
+
+
+def _new_retrieve_version(root: Path) -> Path:
+    """Point `champion` at a copy whose retrieve stage has a new collection name (a new version)
+    built at a folder of its own (`location` in its stage.json); returns that folder."""
+    champion = root / "champion"
+    fresh = root / "versions" / f"champion-retrieve-{uuid.uuid4().hex[:6]}"
+    fresh.mkdir(parents=True)
+    for stage in ("trigger", "topic", "answer", "tone"):
+        (fresh / stage).symlink_to(champion.resolve() / stage)
+    shutil.copytree(champion.resolve() / "retrieve", fresh / "retrieve")
+    meta = json.loads((fresh / "retrieve" / "stage.json").read_text())
+    meta["collection"] = meta["collection"] + "-" + fresh.name[-6:]
+    meta["location"] = str(fresh / "qdrant-build")
+    (fresh / "retrieve" / "stage.json").write_text(json.dumps(meta))
+    champion.unlink()
+    champion.symlink_to(fresh)
+    return fresh / "qdrant-build"
+
+
+def _status(url: str) -> dict:
+    try:
+        body = httpx.post(f"{url}/admin/status", json={}, headers=ADMIN, timeout=30).json()
+    except (httpx.HTTPError, ValueError) as err:
+        return {"error": f"{type(err).__name__}: {err}"[:160]}
+    return {"last_error": (body.get("last_error") or "")[:400], "champion": body.get("champion")}
+
+
+def probe_qdrant_locked(work: Path, models: Path) -> list[dict]:
+    """The default (in-memory index) holds no Qdrant folder; a configured folder is locked by
+    whoever opened it first: another process at the service's reload, and at its start."""
+    from pipelines.config import params_from_mapping
+
+    out = []
+    root = layout(models, work / "qdrant-lock")
+    url, process = launch(work, root, name="qdrant-default", params_yaml=PARAMS)
+    try:
+        built_at = _new_retrieve_version(root)  # the folder its stage.json says it was built in
+        holder, line = _hold_qdrant(built_at, 600)
+        try:
+            out.append(
+                {
+                    "dependency": "default retrieve.qdrant_location (null): the new retrieve "
+                    "version's build folder held by another process at /admin/reload",
+                    "qdrant_location": params_from_mapping({}, env={}).qdrant_location,
+                    "holder": line,
+                    "reload": _reload(url),
+                    "suggest": _statuses(url),
+                    "service_open_qdrant_storage_files": _qdrant_files(process),
+                }
+            )
+        finally:
+            _release(holder)
+    finally:
+        stop_server(process)
+    folder = work / "qdrant-folder"
+    env = {"CASEPILOT_QDRANT_LOCATION": str(folder)}
+    url, process = launch(work, root, name="qdrant-folder", params_yaml=PARAMS, env=env)
+    try:
+        holder, line = _hold_qdrant(folder, 5)  # e.g. a retrain's train/evaluate_retrieve
+        _release(holder)
+        _new_retrieve_version(root)
+        out.append(
+            {
+                "dependency": "retrieve.qdrant_location = a folder; another process opens it, "
+                "then /admin/reload of a new retrieve version",
+                "service_open_qdrant_files": len(_qdrant_files(process)),
+                "other_process": line,
                 "reload": _reload(url),
                 "suggest": _statuses(url),
             }
         )
-        if qdrant.exists():
-            shutil.rmtree(qdrant)
-        os.replace(moved, qdrant)
+    finally:
+        stop_server(process)
+    holder, line = _hold_qdrant(folder, 600)  # the folder held when the service starts
+    url, process = launch(work, root, name="qdrant-folder", params_yaml=PARAMS, env=env, wait=False)
+    try:
+        started = time.monotonic()
+        while not _status(url).get("last_error") and time.monotonic() - started < 240:
+            time.sleep(2)
+        reported_s = round(time.monotonic() - started, 1)
+        with httpx.Client(timeout=30) as client:
+            ready = [client.get(f"{url}/readyz").status_code for _ in range(3)]
+            suggest = _statuses(url, 2)
+        locked = {"error_reported_after_s": reported_s, "readyz": ready, "suggest": suggest}
+        locked["status"] = _status(url)
+        _release(holder)
+        released = time.monotonic()
+        recovered = wait_ready(url, process, 120)
         out.append(
-            {"dependency": "Qdrant folder back", "reload": _reload(url), "suggest": _statuses(url)}
+            {
+                "dependency": "folder held by another process when the service (re)starts",
+                "holder": line,
+                "while_held": locked,
+                "ready_after_release_s": round(time.monotonic() - released, 1)
+                if recovered
+                else None,
+                "suggest_after": _statuses(url),
+                "status_after": _status(url),
+            }
         )
-        champion.unlink()
-        champion.symlink_to(old)
         return out
     finally:
+        _release(holder)
         stop_server(process)
 
 
@@ -477,7 +702,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="DIR/<stage> models (default: tiny ones)")
     parser.add_argument("--fault-requests", type=int, default=60)
     parser.add_argument("--fuzz-examples", type=int, default=50)
-    parser.add_argument("--only", default="load,kill,faults,deps,fuzz")
+    parser.add_argument("--only", default=",".join(PROBES))
     args = parser.parse_args()
     models = args.models or tiny_models()
     probes = set(args.only.split(","))
@@ -500,15 +725,18 @@ def main() -> None:
             results["deps"] = [
                 probe_log_down(work, root, min(seconds, 60), args.concurrency),
                 *probe_mlflow_down(work, models, root),
-                *probe_qdrant_missing(work, root),
             ]
+        if "mlflow-server" in probes:
+            results["mlflow_server"] = probe_mlflow_server_down(work, models, root)
+        if "qdrant-lock" in probes:
+            results["qdrant_lock"] = probe_qdrant_locked(work, models)
         if "fuzz" in probes:
             results["fuzz"] = probe_fuzz(work, root, args.fuzz_examples)
         print(json.dumps(results, indent=2, default=str))
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = (
         "reliability.json"
-        if probes == {"load", "kill", "faults", "deps", "fuzz"}
+        if probes == set(PROBES)
         else (f"reliability-{'-'.join(sorted(probes))}.json")
     )
     (RESULTS / name).write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -123,8 +123,10 @@ def launch(
     env: dict[str, str] | None = None,
     port: int | None = None,
     ready_s: float = 300,
+    wait: bool = True,
 ) -> tuple[str, subprocess.Popen]:
-    """`bentoml serve` in its own process group on 127.0.0.1; returns once /readyz is 200.
+    """`bentoml serve` in its own process group on 127.0.0.1; returns once /readyz is 200
+    (`wait=False`: at once).
 
     `root`: a `<alias>/<stage>` models folder, or None for the MLflow registry in its home.
     Its home, prediction log (`log-<name>.db`) and output (`server-<name>.log`) are named by
@@ -164,7 +166,7 @@ def launch(
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    if not wait_ready(url, process, ready_s):
+    if wait and not wait_ready(url, process, ready_s):
         stop_server(process)
         raise TimeoutError(f"server not ready in {ready_s:g} s; see {log.name}")
     return url, process

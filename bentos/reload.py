@@ -12,15 +12,17 @@ the champion serves without a shadow. A champion that fails keeps the previous m
 Before each resolve the registry's SQLite store is checked: a missing `mlflow.db` fails the
 reload with the reason (MLflow would silently create an empty one); a replaced one fails it
 too (MLflow's open connections still read the old file; restart the service to use the new one).
+An MLflow server that does not answer fails the reload within seconds (`bound_registry_requests`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -61,11 +63,27 @@ class StoreReplaced(RuntimeError):
     """The registry's SQLite store file changed under the running service."""
 
 
+def bound_registry_requests(
+    timeout_s: int, retries: int, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Cap MLflow's HTTP requests (read from the environment at each call) for this process.
+
+    MLflow retries a refused or failing request 7 times with backoff (~4 minutes) by default:
+    a reload with the server down would hold the reload lock and leave `/admin/reload` and
+    `last_error` silent that long. Values already in the environment win.
+    """
+    environ = os.environ if environ is None else environ
+    environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+
+
 class RegistrySource:
     """Stage versions by alias from the MLflow registry (`casepilot-<stage>@<alias>`)."""
 
     def __init__(self, params: Params) -> None:
         self.params = params
+        bound_registry_requests(params.serve.registry_timeout_s, params.serve.registry_retries)
         self.store_identity: tuple[int, int] | None = None  # (device, inode) of mlflow.db
         self.store_replaced: str | None = None  # set when the store file changed under us
 

@@ -100,6 +100,9 @@ def demo(
 
 
 def main() -> None:
+    from pipelines.stage_guard import exit_with_runner
+
+    exit_with_runner()  # a DVC stage of a killed retrain stops with it
     app()
 
 

@@ -4,9 +4,10 @@
 home's DVC workspace (pipelines/dvc_workspace.py): each DVC stage is a Prefect task, run with
 `dvc repro --single-item`, so DVC decides what is up to date, the stage's output goes to the
 run's log and its state is in the Prefect UI. A stage DVC finds up to date ends `Skipped`.
-A killed run started again redoes only what DVC finds missing or changed. The other flows are
-short lists of steps over `pipelines/` and `monitoring/`. Every flow takes the path of
-`params.yaml` and reports a failed or crashed run to the alert channel
+A killed run's running stage stops with it (pipelines/stage_guard.py); started again, the
+run redoes only what DVC finds missing or changed (benchmarks/retrain_resume.py measures it).
+The other flows are short lists of steps over `pipelines/` and `monitoring/`. Every flow takes
+the path of `params.yaml` and reports a failed or crashed run to the alert channel
 (`flows/lifecycle_hooks.report_failure`).
 """
 

@@ -377,6 +377,19 @@ class ServeConfig(Section):
     api_key_env: str = Field("CASEPILOT_API_KEY", description="env var holding the API key")
     max_request_bytes: int = Field(65536, ge=1024)
     reload_poll_s: float = Field(30.0, gt=0)
+    registry_timeout_s: int = Field(
+        15,
+        ge=1,
+        description="each MLflow server request of a reload (alias lookups, downloads) waits "
+        "this long for an answer (MLFLOW_HTTP_REQUEST_TIMEOUT; the environment's own wins)",
+    )
+    registry_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="retries of a failed MLflow server request during a reload (MLflow's own "
+        "default, 7 with backoff, holds a reload ~4 minutes when the server is down)",
+    )
     max_batch_size: int = Field(
         32, ge=1, description="most requests per cascade batch (1 = no batching)"
     )

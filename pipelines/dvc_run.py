@@ -10,7 +10,10 @@ wraps each stage in a task).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ from typing import Any
 
 from pipelines.contract import STAGES
 from pipelines.dvc_workspace import DvcWorkspace
+from pipelines.stage_guard import RUNNER_ENV, runner_token
 
 DVC = str(Path(sys.executable).parent / "dvc")
 RAN = "Running stage"
@@ -85,8 +89,11 @@ def run_stage(
 
     Raises RuntimeError with the output's tail when DVC or the stage's command fails.
     """
+    # its own process group, stopped as a whole below; its `casepilot` command stops that group
+    # if this process is killed (pipelines/stage_guard.py)
+    env = {**workspace.env(), RUNNER_ENV: runner_token()}
     process = subprocess.Popen(
-        [DVC, "repro", "--single-item", stage], cwd=workspace.root, env=workspace.env(),
+        [DVC, "repro", "--single-item", stage], cwd=workspace.root, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     lines: list[str] = []
@@ -98,9 +105,9 @@ def run_stage(
             log(lines[-1])
         code = process.wait(timeout=timeout_s)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):  # DVC and whatever its stage left running
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     output = "\n".join(lines)
     if code != 0:
         tail = "\n".join(lines[-40:])

@@ -103,3 +103,57 @@ def test_cli_prints_the_workspace_and_refuses_unknown_stages(home: Home, tmp_pat
     assert bad.exit_code == 2 and "unknown stage" in bad.output
     missing = CliRunner().invoke(app, ["pipeline", "workspace", "--params", str(tmp_path / "no")])
     assert missing.exit_code == 2 and "params file not found" in " ".join(missing.output.split())
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any live (not zombie) process is in process group `pgid`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_stage_group_stops_once_the_retrain_running_it_is_killed(tmp_path: Path) -> None:
+    """run_stage's DVC stage lives in a group of its own; SIGKILL of the retrain must end it."""
+    import os
+    import time
+
+    from pipelines.stage_guard import RUNNER_ENV, exit_with_runner, runner_token
+
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    stage_code = (
+        "import subprocess, time\n"
+        "from pipelines.stage_guard import exit_with_runner\n"
+        "assert exit_with_runner(poll_s=0.1)\n"
+        "subprocess.Popen(['sleep', '120'])  # what a stage command starts goes too\n"
+        "print('training', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    stage = subprocess.Popen(
+        [sys.executable, "-c", stage_code], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, RUNNER_ENV: runner_token(runner.pid)}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert stage.stdout is not None and stage.stdout.readline().strip() == "training"
+        time.sleep(0.5)
+        assert stage.poll() is None  # the runner lives: the stage goes on
+        runner.kill()
+        runner.wait()
+        deadline = time.monotonic() + 20
+        while _group_alive(stage.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(stage.pid)
+        assert stage.wait(5) == -9
+    finally:
+        for process in (runner, stage):
+            process.kill()
+            process.wait()
+    # a hand-run `dvc repro` (no runner named), a runner in our own group, a stale runner
+    assert not exit_with_runner({})
+    assert not exit_with_runner({RUNNER_ENV: runner_token()})
+    assert not exit_with_runner({RUNNER_ENV: f"{runner.pid}:{runner_token(os.getpid())[-6:]}"})

@@ -42,27 +42,39 @@ def harness() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-def tiny_params(tmp_path: Path) -> Path:
-    """A two-day world (the synth stage), no reference checks, a tiny BERT trigger."""
+def write_tiny_params(
+    folder: Path, stages: tuple[str, ...] = ("trigger",), **sections: dict[str, Any]
+) -> Path:
+    """`folder/params.yaml`: a two-day world (the synth stage), no reference checks, and a tiny
+    BERT (built in `folder/base`) for each classifier stage in `stages`; `sections` override
+    (e.g. `topic={"max_steps": 200}`). benchmarks/retrain_resume.py runs the flow on it too."""
     from pipelines.stages.classifier import build_tiny_encoder
 
     world = generate_world(SynthConfig(cases_per_day=40), seed=7, days=2)
     words = " ".join(case.message for day in world.days for case in day.cases).split()
-    base = build_tiny_encoder(tmp_path / "base", words, hidden=16, layers=1)
-    params = {
+    base = build_tiny_encoder(folder / "base", words, hidden=16, layers=1)
+    tiny = {"base_model": str(base), "max_steps": 2, "batch_size": 8, "torch_threads": 1}
+    params: dict[str, Any] = {
         "data": {
             "source": {"path": "world/batches"},
             "synth": {"days": 2, "cases_per_day": 60, "drift_from_day": None},
             "validation": {"min_reference_cases": 1_000_000},  # no reference, no MiniLM
             "validation_share": 0.2,
         },
-        "trigger": {"base_model": str(base), "max_steps": 2, "batch_size": 8, "torch_threads": 1},
+        **{stage: dict(tiny) for stage in stages},
         "quantize": {"method": "int8_dynamic", "latency_rounds": 1, "latency_batch": 8},
     }
-    path = tmp_path / "params.yaml"
+    for section, values in sections.items():
+        params[section] = {**params.get(section, {}), **values}
+    path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def tiny_params(tmp_path: Path) -> Path:
+    """A two-day world (the synth stage), no reference checks, a tiny BERT trigger."""
+    return write_tiny_params(tmp_path)
 
 
 def _task_states(flow_run_id: Any, expected: set[str]) -> dict[str, str]:

@@ -224,6 +224,39 @@ def test_a_missing_mlflow_store_fails_the_reload_and_a_replaced_one_is_reported(
     assert source.store_replaced and str(store) in source.store_replaced
 
 
+MLFLOW_HTTP = (
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+)
+
+
+def test_an_unreachable_mlflow_server_fails_the_reload_within_seconds(
+    tmp_path, monkeypatch
+) -> None:
+    """MLflow's default retries hold a refused request ~4 minutes; the service's give up fast."""
+    from bentos.reload import RegistrySource
+    from flows.services import free_port
+    from pipelines.config import params_from_mapping
+    from pipelines.home import Home
+
+    for key in MLFLOW_HTTP:
+        monkeypatch.delenv(key, raising=False)  # restored after the test
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    params = params_from_mapping(
+        {"register": {"tracking_uri": uri}}, home=Home(tmp_path / "home").ensure(), env={}
+    )
+    source = RegistrySource(params)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    started = time.monotonic()
+    with pytest.raises(Exception, match="Max retries exceeded"):
+        source.resolve("champion")
+    assert time.monotonic() - started < 20
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # an operator's value wins
+    RegistrySource(params)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+
+
 # ---------------------------------------------------------------- guard, logs, metrics
 
 
