@@ -57,8 +57,8 @@ def tiny_overlay(folder: Path) -> Path:
         "batch_size": 16,
     }
     overlay = {
-        # enough shadow cases that a better stage shows it: at 250 the drift-retrained retrieve's win
-        # (the new topic's conversations in its index) had McNemar p 0.0625 in one run, 0.01 in another
+        # enough shadow cases for a better stage to show: at 250 the drift-retrained retrieve's
+        # win (the new topic's conversations in its index) had McNemar p 0.0625 in one run
         "demo": {"train_days": 2, "traffic_per_day": 100, "shadow_traffic": 500, "concurrency": 8},
         "data": {"synth": SYNTH},
         # a tiny encoder is far less sure than MiniLM: lower precision targets let it answer
