@@ -157,9 +157,12 @@ def request_promotion(
         {"model": name, "version": version, "stage": stage, "evidence_sha256": sha},
     )
     existing = client.get_model_version(name, version).tags
-    # REQUESTED is withdrawn first and written last: MLflow sets a version's tags one at a time,
-    # and whoever reads `requested=true` (a reviewer, the demo) must find the whole request
-    for stale in (REQUESTED, params.promote.approval_tag, APPROVED_AT, APPROVAL_RUN):
+    # REQUESTED is withdrawn first ("false": an update, which the promoter's EDIT allows; deleting
+    # a tag needs MANAGE) and set last: MLflow writes a version's tags one at a time, and whoever
+    # reads `requested=true` (a reviewer, the demo) must find the whole request
+    if existing.get(REQUESTED) == "true":
+        client.set_model_version_tag(name, version, REQUESTED, "false")
+    for stale in (params.promote.approval_tag, APPROVED_AT, APPROVAL_RUN):
         if stale in existing:
             client.delete_model_version_tag(name, version, stale)
     set_version_tags(
