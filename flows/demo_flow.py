@@ -20,7 +20,7 @@ from rich.console import Console
 
 from flows import demo_data, demo_steps
 from flows.demo_params import DemoSetup
-from flows.demo_platform import FlowRuns, running_platform
+from flows.demo_platform import FlowRuns, running_platform, wait_until
 from flows.demo_receiver import PageReceiver
 from flows.demo_service import ServiceClient
 from flows.demo_summary import DemoSummary
@@ -156,9 +156,14 @@ class Drive:
             served = demo_steps.wait_for_champions(
                 self.params, {r.stage: r.version for r in requests}, self.timeouts.wait_s
             )
-            run = demo_steps.promote_run(self.runs, since)
+            # the alias moves before the run that moved it finishes (it then asks for a reload)
+            run = wait_until(
+                "the promote run that moved `champion` to finish",
+                lambda: demo_steps.promote_run(self.runs, since),
+                self.timeouts.wait_s,
+            )
             step.result = ", ".join(f"{s} → v{v}" for s, v in served.items())
-            step.by, step.data = (run.line if run else "promote deployment"), {"champion": served}
+            step.by, step.data = run.line, {"champion": served, "run": run}
         return served
 
     def serving(self, expected: dict[str, str], name: str) -> dict[str, Any]:

@@ -242,10 +242,12 @@ def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
 
     The `promote` deployment runs this every `schedule.promote_poll_seconds` with no `stage`:
     challengers nobody approved yet are `waiting` and the run is a quiet Completed one.
-    Returns `{stage: {"status": "promoted"|"refused"|"waiting"|"skipped", ...}}` plus
-    `"service"` (the reload's outcome) when something was promoted. Asked for one `stage`, a
-    refusal (no approval recorded on the challenger, see pipelines/registry_promote.py) makes
-    the run Failed — so it is alerted — with the same outcomes as the state's data:
+    Returns (as a Completed state whose message is the one-line outcome, e.g. `promoted
+    retrieve → v2; service reload: reloaded`) `{stage: {"status": "promoted"|"refused"|"waiting"|
+    "skipped", ...}}` plus `"service"` (the reload's outcome) when something was promoted.
+    Asked for one `stage`, a refusal (no approval recorded on the challenger, see
+    pipelines/registry_promote.py) makes the run Failed — so it is alerted — with the same
+    outcomes as the state's data:
     `promote(..., return_state=True).result(raise_on_failure=False)`.
     """
     from flows.lifecycle_promote import promote_stages
@@ -261,7 +263,21 @@ def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
     if refused:
         reasons = "; ".join(f"{s}: {o['reason']}" for s, o in refused.items())
         return Failed(message=f"promotion refused: {reasons}", data=outcomes)
-    return outcomes
+    return Completed(message=promote_message(outcomes), data=outcomes)
+
+
+def promote_message(outcomes: dict[str, Any]) -> str:
+    """The run's one-line outcome in the Prefect UI: what was promoted, else that nothing was."""
+    moved = [
+        f"{stage} → v{o['version']}"
+        for stage, o in outcomes.items()
+        if stage != "service" and o.get("status") == "promoted"
+    ]
+    if not moved:
+        return "nothing approved to promote"
+    reload = outcomes.get("service") or {}
+    served = reload.get("status", "not asked") if isinstance(reload, dict) else str(reload)
+    return f"promoted {', '.join(moved)}; service reload: {served}"
 
 
 @flow(name="rollback", **HOOKS)

@@ -364,6 +364,7 @@ def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
         approve_version(params, "topic", "demo-reviewer")
         promoted = promote(str(params_file), "topic", return_state=True)
         assert promoted.is_completed(), promoted.message
+        assert promoted.message.startswith(f"promoted topic → v{second.version}; service reload")
         outcome = promoted.result()["topic"]
         assert outcome["status"] == "promoted" and outcome["approved_by"] == "demo-reviewer"
         assert champion() == second.version
