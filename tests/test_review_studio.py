@@ -227,9 +227,11 @@ def test_labeling_view_shows_the_message_and_both_suggestions(
     studio: dict, browser: Page, tmp_path: Path
 ) -> None:
     from flows.lifecycle_review import review, studio_client
+    from monitoring.review_studio import project_id
 
     params = studio["params"]
-    project = review(studio["params_file"], day=DAY)["project"]
+    review(studio["params_file"], day=DAY)  # the day's sample is in the project (once)
+    project = project_id(studio_client(params), params.review.project_title)
     task = next(
         t
         for t in tasks(studio_client(params), project)
