@@ -146,9 +146,9 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 @pytest.mark.timeout(2700)  # the whole deployed loop: two retrains, schedules, five servers
 @pytest.mark.xfail(
     strict=False,
-    reason="not yet seen passing end to end (session 5): on a loaded 2-core box the run reached "
-    "the shadow day's review queue, whose day sample was drawn before the shadow traffic; "
-    "the steps after it are unverified in this test (see the session note)",
+    reason="the tiny world's drift challengers do not always beat the champion: in 1 of 4 runs "
+    "(session 6) the platform rejected every one on the evidence (retrieve p=0.0625), so the "
+    "loop ended before a request; not yet seen passing every assertion (see the session note)",
 )
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
