@@ -34,6 +34,11 @@ def tiny_overlay(folder: Path) -> Path:
     texts = [c.message for day in world.days for c in day.cases]
     texts += [t.text for day in world.days for c in day.cases for t in c.context]
     words = {w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower())}
+    # the world's messages carry planted PII: none of it may become vocabulary (the tokenizer is
+    # logged with every model, and the PII scan below would rightly find it there)
+    planted = {v for day in world.days for _, _, v in day.planted}
+    words -= {w for value in planted for w in re.findall(r"\w+|[^\w\s]", value.lower())}
+    words = {w for w in words if not any(ch.isdigit() for ch in w)}
     vocabulary = sorted(words | {"agent", "customer"})
     base = build_tiny_encoder(folder / "encoder", vocabulary, hidden=64, layers=1)
     classifier = {
@@ -146,9 +151,10 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 @pytest.mark.timeout(2700)  # the whole deployed loop: two retrains, schedules, five servers
 @pytest.mark.xfail(
     strict=False,
-    reason="the tiny world's drift challengers do not always beat the champion: in 1 of 4 runs "
-    "(session 6) the platform rejected every one on the evidence (retrieve p=0.0625), so the "
-    "loop ended before a request; not yet seen passing every assertion (see the session note)",
+    reason="not yet seen passing every assertion: session 6's last run did the whole loop "
+    "(request → approval → promotion → reload) but its PII scan found planted card numbers in "
+    "the tiny test encoder's tokenizer (its vocabulary came from the raw world; fixed since, "
+    "unverified), and in 1 of 5 runs every drift challenger was rightly rejected on the evidence",
 )
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
