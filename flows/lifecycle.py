@@ -165,7 +165,8 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     `monitor.breach_m` windows breached, the latest included, it pages on-call and emits the
     Prefect event `casepilot.drift.breach` (resource `casepilot.monitor.<evidently_project>`,
     payload with the evidence URL), which the `retrain-on-drift` automation turns into a
-    `retrain` run. A champion whose match rate since its promotion fell `promote.rollback_drop`
+    `retrain` run — once per incident: while the page cools down, a breach emits no new event.
+    A champion whose match rate since its promotion fell `promote.rollback_drop`
     below its predecessor's (over at least `promote.rollback_min_cases` cases) is rolled back and
     paged, with the snapshot as evidence — even when the drift step failed (the run then still
     fails). Returns (as a Completed state whose message is the one-line outcome)
@@ -181,9 +182,11 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     event_id, paged = None, "not needed"
     if report is not None:
         # the drift automation retrains on the same N-of-M rule that pages: one noisy window
-        # neither wakes anyone nor starts a retrain
-        event_id = emit_drift_breach(params, report) if report.page else None
+        # neither wakes anyone nor starts a retrain; and once per incident, like the page: while
+        # the page cools down (monitor.pager.cooldown_minutes) a breach starts no new retrain
         paged = page_drift(params, report) if report.page else "not needed"
+        emit = report.page and paged != "suppressed"
+        event_id = emit_drift_breach(params, report) if emit else None
         logger.info("monitor: %s; page: %s", report.summary, paged)
     elif isinstance(outcome, str):
         logger.info("window not judged: %s", outcome)

@@ -182,15 +182,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _drifted_prediction_log(url: str, cases: list) -> None:
-    """Traffic from after the world drifted, as the service would have logged it."""
+def _drifted_prediction_log(url: str, cases: list, later: int = 0) -> None:
+    """Traffic from after the world drifted, as the service would have logged it (`later`: the
+    same messages again as new requests, `later` days after)."""
     from monitoring.prediction_log import PredictionLog
 
-    start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    start = datetime(2026, 11, 20 + later, 9, 0, tzinfo=UTC)
     records = [
         PredictionRecord(
-            request_id=f"r-{case.case_id}",
-            case_id=case.case_id,
+            request_id=f"r{later}-{case.case_id}",
+            case_id=f"{case.case_id}-{later}" if later else case.case_id,
             created_at=start + timedelta(minutes=i),
             message=case.message,
             champion=Suggestion(
@@ -259,6 +260,15 @@ def test_drift_breach_runs_retrain_through_the_automation(
     assert result["page"] and result["paged"] == "sent"
     page = json.loads((home.logs / "pages.jsonl").read_text().splitlines()[-1])
     assert page["links"][0]["href"] == result["evidence_url"]
+
+    # the next window breaches too: the same incident — the page cools down, and no second
+    # drift event starts a second retrain
+    _drifted_prediction_log(
+        params.prediction_log_url, [c for d in range(9, 13) for c in world[d]], later=1
+    )
+    again = json.loads(_run([PYTHON, "-c", monitor, str(params_file)], env, 240).splitlines()[-1])
+    assert again["breach"] and again["paged"] == "suppressed", again
+    assert again["event_id"] is None, again
 
     with (
         temporary_settings({PREFECT_API_URL: prefect_server}),
