@@ -278,8 +278,7 @@ def promote_message(outcomes: dict[str, Any]) -> str:
     ]
     if not moved:
         return "nothing approved to promote"
-    reload = outcomes.get("service") or {}
-    served = reload.get("status", "not asked") if isinstance(reload, dict) else str(reload)
+    served = outcomes.get("service", {}).get("status", "not asked")
     return f"promoted {', '.join(moved)}; service reload: {served}"
 
 

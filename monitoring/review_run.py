@@ -108,13 +108,13 @@ def draw_day(params: Params, day: str, until: datetime | None = None) -> pd.Data
     log = PredictionLog.from_url(params.prediction_log_url)
     try:
         window = log.window(since=since, until=until)
+        if drawn is not None:
+            window = window[~window["case_id"].isin(set(drawn["case_id"]))]
+            if window.empty:  # a quiet run reads only what came since the last draw
+                return drawn.iloc[0:0]
         whole_day = log.window(since=day_since, until=until) if meta else window
     finally:
         log.close()
-    if drawn is not None:
-        window = window[~window["case_id"].isin(set(drawn["case_id"]))]
-        if window.empty:
-            return drawn.iloc[0:0]
     draws = int(meta.get("draws", 0))
     seed_day = day if draws == 0 else f"{day}/{draws}"  # each draw its own deterministic seed
     sample = draw_review_sample(window, params.review, day=seed_day)
