@@ -184,10 +184,20 @@ def _first_champions(
     from pipelines.registry_store import aliases_of, registered_model_name
 
     client = registry_client(params)
+    first = [
+        s for s in stages if CHAMPION not in aliases_of(client, registered_model_name(params, s))
+    ]
+    missing = _stages_without_candidate(params, client, stages) if first else {}
+    if missing:  # a first champion cascade that could not serve: request none of it yet
+        why = "; ".join(f"{stage}: {reason}" for stage, reason in missing.items())
+        return {
+            stage: {"name": registered_model_name(params, stage), "version": None, "cases": 0,
+                    "status": "waiting",
+                    "reason": f"the first champion cascade needs every stage; none yet for {why}"}
+            for stage in first
+        }  # fmt: skip
     outcomes: dict[str, dict[str, Any]] = {}
-    for stage in stages:
-        if CHAMPION in aliases_of(client, registered_model_name(params, stage)):
-            continue
+    for stage in first:
         challenger = resolve_stage(params, stage, CHALLENGER)
         tags = client.get_model_version(challenger.name, challenger.version).tags or {}
         metrics = {k.removeprefix("metric."): v for k, v in tags.items() if k.startswith("metric.")}
@@ -200,6 +210,28 @@ def _first_champions(
         base = {"name": challenger.name, "version": challenger.version, "cases": 0}
         outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
     return outcomes
+
+
+def _stages_without_candidate(params: Params, client: Any, stages: list[str]) -> dict[str, str]:
+    """Stages of the cascade with neither a champion nor a challenger, with the reason (e.g. the
+    newest version's failed offline gate): the service cannot load a cascade without them."""
+    from pipelines.contract import STAGES
+    from pipelines.registry_promote import GATE_REASONS
+    from pipelines.registry_store import aliases_of, registered_model_name
+
+    missing: dict[str, str] = {}
+    for stage in STAGES:
+        name = registered_model_name(params, stage)
+        if stage in stages or CHAMPION in aliases_of(client, name):
+            continue
+        versions = client.search_model_versions(f"name = '{name}'")
+        newest = max(versions, key=lambda v: int(v.version), default=None)
+        if newest is None:
+            missing[stage] = f"{name} has no registered version"
+        else:
+            gate = (newest.tags or {}).get(GATE_REASONS) or "no challenger alias"
+            missing[stage] = f"{name} v{newest.version} failed its offline gate ({gate})"
+    return missing
 
 
 def _window(params: Params, challengers: dict[str, ResolvedStage]) -> Any:

@@ -6,7 +6,8 @@ registers a version whose `casepilot.data_version` is DVC's hash of the accepted
 workspace's dvc.lock (and dvc.lock is logged on the registration run); a hand-run `dvc repro`
 in another home on the same data registers the same data version; a second flow run finds
 every stage up to date (`Skipped`) except intake, which always looks for new batches; a changed
-`trigger:` section retrains and registers the trigger only.
+`trigger:` section that turns DeepSpeed ZeRO-2 on retrains (under torchrun, DeepSpeed's CPU
+accelerator) and registers the trigger only.
 """
 
 from __future__ import annotations
@@ -143,9 +144,11 @@ def test_retrain_runs_dvc_stages_and_registers_dvcs_data_version(
     again = retrain(str(tiny_params), ["trigger"], return_state=True).result()
     assert again["registered"] == {} and again["ran"] == ["intake"]
     assert again["up_to_date"] == [s for s in TRIGGER_STAGES if s != "intake"]
-    # A changed `trigger:` section: the trigger retrains and registers version 2, data stays.
+    # A changed `trigger:` section, DeepSpeed ZeRO-2 on (a path inside the workspace, as on a
+    # GPU box): the DVC stage relaunches `casepilot train` under torchrun (DeepSpeed's CPU
+    # accelerator here), and the flow registers version 2 on the same data.
     raw = yaml.safe_load(tiny_params.read_text())
-    raw["trigger"]["learning_rate"] = 1e-4
+    raw["trigger"].update(learning_rate=1e-4, deepspeed="configs/deepspeed/zero2.json")
     tiny_params.write_text(yaml.safe_dump(raw))
     changed = retrain(str(tiny_params), ["trigger"], return_state=True)
     outcome = changed.result()
@@ -154,3 +157,8 @@ def test_retrain_runs_dvc_stages_and_registers_dvcs_data_version(
     assert outcome["registered"]["trigger"]["data_version"] == data_version
     states = _task_states(changed.state_details.flow_run_id, set(TRIGGER_STAGES))
     assert states["split"] == "Skipped" and states["train_trigger"] == "Completed", states
+    trained = json.loads((home.root / "models" / "trained" / "trigger" / "stage.json").read_text())
+    assert trained["config"]["deepspeed"] == "configs/deepspeed/zero2.json", trained["config"]
+    assert trained["metrics"]["train_steps"] == 2
+    version, _ = _mlflow_version(home.root, trigger["name"], "2")
+    assert version.tags["casepilot.data_version"] == data_version
