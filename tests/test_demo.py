@@ -82,7 +82,10 @@ def tiny_overlay(folder: Path) -> Path:
                 "tone": {"faithfulness": 0.0},
             }
         },
-        "monitor": {"window_cases": 100, "breach_n": 2, "breach_m": 3},
+        # one breaching window of the two drift days pages: on 100-case windows the tiny world's
+        # embedding drift is not always over 0.55 AUC on day 3 (one run: day 3 topic mix drifted
+        # at p<0.0001 but did not breach, day 4 breached at AUC 0.631, and 2-of-3 never paged)
+        "monitor": {"window_cases": 100, "breach_n": 1, "breach_m": 2},
         "promote": {"min_cases": 40},
     }
     # the scenario gate on a third of the suite (the shared files and 12 topics, the drift topic
