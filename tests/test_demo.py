@@ -156,10 +156,11 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 @pytest.mark.timeout(2700)  # the whole deployed loop: two retrains, schedules, five servers
 @pytest.mark.xfail(
     strict=False,
-    reason="not yet seen passing every assertion: session 6's last run did the whole loop "
-    "(request → approval → promotion → reload) but its PII scan found planted card numbers in "
-    "the tiny test encoder's tokenizer (its vocabulary came from the raw world; fixed since, "
-    "unverified), and in 1 of 5 runs every drift challenger was rightly rejected on the evidence",
+    reason="not yet seen passing every assertion: session 7's run (1354 s) did the whole loop "
+    "(page after one breaching window → automation retrain → shadow → review → retrieve v2 "
+    "requested, approved, promoted, served) but its 48 reviewed cases held no challenger "
+    "suggestion, so the reviewed line had no challenger figure; the assertions after it (PII "
+    "scan, demo-figures.json, deployment runs) are still unverified on the tiny world",
 )
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
