@@ -87,6 +87,9 @@ def tiny_overlay(folder: Path) -> Path:
         # at p<0.0001 but did not breach, day 4 breached at AUC 0.631, and 2-of-3 never paged)
         "monitor": {"window_cases": 100, "breach_n": 1, "breach_m": 2},
         "promote": {"min_cases": 40},
+        # the tiny challenger answers few messages: a larger draw per review run, so that the
+        # shadow day's sample holds challenger suggestions to review (12 per run once held none)
+        "review": {"daily_size": 60},
     }
     # the scenario gate on a third of the suite (the shared files and 12 topics, the drift topic
     # among them): the gate's code path is whole, its minutes per registration a third
