@@ -27,15 +27,24 @@ approval), only re-notified if the earlier message failed (`casepilot.notified_k
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from monitoring.promotion_replay import evidence_key, stage_decision, stage_shadow_cases
+from monitoring.promotion_replay import (
+    evidence_key,
+    joint_decision,
+    joint_shadow_cases,
+    stage_decision,
+    stage_shadow_cases,
+)
 from monitoring.review_promotion import reviewed_decision
 from pipelines.approval import REQUESTED, request_promotion
 from pipelines.registry_audit import now_iso, set_version_tags
+from pipelines.registry_promote import PROMOTE_WITH
 from pipelines.registry_store import CHALLENGER, CHAMPION, registry_client
 
 if TYPE_CHECKING:
@@ -86,7 +95,8 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
     `status`: `requested` (request recorded, reviewers notified: `notified`), `rejected`
     (reasons tagged), `waiting` (fewer than `promote.min_cases` shadowed cases), `unchanged`
     (same evidence as the last run, or already requested). `link` (e.g. the monitor's Evidently
-    snapshot) goes into the notification.
+    snapshot) goes into the notification. Stages that win only together are requested as one
+    group (`together`), which promote moves only once every member is approved.
     """
     from flows.lifecycle_promote import stages_with_challenger
     from pipelines.registry import resolve_cascade_dirs, resolve_stage
@@ -104,27 +114,48 @@ def decide_challengers(params: Params, link: str | None = None) -> dict[str, dic
         return {}
     window = _window(params, challengers)
     replay = Replay(champion)
-    return {
-        stage: _decide_stage(params, stage, challenger, window, replay, link)
-        for stage, challenger in challengers.items()
-    }
+    outcomes: dict[str, dict[str, Any]] = {}
+    pending: dict[str, Pending] = {}
+    for stage, challenger in challengers.items():
+        got = _stage_evidence(params, stage, challenger, window, replay)
+        if isinstance(got, Pending):
+            pending[stage] = got
+        else:
+            outcomes[stage] = got
+    groups = _joint_evidence(params, pending, window, replay)
+    client = registry_client(params)
+    for stage, item in pending.items():
+        decision, together = groups.get(stage, (item.decision, None))
+        outcome = record_decision(params, stage, item.challenger, decision, link, together)
+        name, version = item.challenger.name, item.challenger.version
+        client.set_model_version_tag(name, version, DECISION_INPUTS, item.inputs)
+        outcomes[stage] = {**item.base, **outcome, **({"together": together} if together else {})}
+    return {stage: outcomes[stage] for stage in challengers}
 
 
 class Replay:
-    """The champion cascade's replayed texts (shared by every stage) and the loaded models."""
+    """Replayed texts per swapped-stage combination (the champion's shared by every stage), and
+    the loaded models."""
 
     def __init__(self, champion: dict[str, ResolvedStage]) -> None:
-        self.champion, self.models, self.texts = champion, ReplayModels(), {}
+        self.champion, self.models = champion, ReplayModels()
+        self._texts: dict[tuple, dict[str, str | None]] = {}
+
+    def texts(self, swapped: dict[str, ResolvedStage], messages: list[str]) -> list[str | None]:
+        """The champion cascade with `swapped` stages replaced, on `messages` (cached)."""
+        key = tuple(sorted((s, r.version) for s, r in swapped.items()))
+        cache = self._texts.setdefault(key, {})
+        missing = [m for m in dict.fromkeys(messages) if m not in cache]
+        if missing:
+            cascade = self.models.cascade({**self.champion, **swapped})
+            cache.update(zip(missing, _texts(cascade, missing), strict=True))
+        return [cache[m] for m in messages]
 
     def champion_texts(self, messages: list[str]) -> list[str | None]:
-        missing = [m for m in dict.fromkeys(messages) if m not in self.texts]
-        if missing:
-            cascade = self.models.cascade(self.champion)
-            self.texts.update(zip(missing, _texts(cascade, missing), strict=True))
-        return [self.texts[m] for m in messages]
+        return self.texts({}, messages)
 
     def swapped_texts(self, stage: str, challenger: ResolvedStage, messages: list[str]) -> list:
-        return _texts(self.models.cascade({**self.champion, stage: challenger}), messages)
+        return self.texts({stage: challenger}, messages)
 
     def inputs_key(self, params: Params, stage: str, ref: str, rows: Any) -> str:
         """A hash of everything the decision depends on, known before replaying anything."""
@@ -137,15 +168,25 @@ class Replay:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _decide_stage(
+@dataclass
+class Pending:
+    """One stage's fresh evidence, not recorded yet (a joint decision may still replace it)."""
+
+    challenger: ResolvedStage
+    base: dict[str, Any]
+    inputs: str
+    decision: PromotionDecision
+    requested: bool
+
+
+def _stage_evidence(
     params: Params,
     stage: str,
     challenger: ResolvedStage,
     window: Any,
     replay: Replay,
-    link: str | None,
-) -> dict[str, Any]:
-    """One challenger stage: wait for cases, skip unchanged inputs, else replay and record."""
+) -> dict[str, Any] | Pending:
+    """One challenger stage: wait for cases, skip unchanged inputs, else replay it swapped alone."""
     ref = f"{challenger.name}/{challenger.version}"
     rows = stage_shadow_cases(window, stage, ref, params.promote.replay_max_cases)
     base = {"name": challenger.name, "version": challenger.version, "cases": len(rows)}
@@ -166,11 +207,64 @@ def _decide_stage(
     )  # fmt: skip
     # reviewed correctness can veto a match-rate win (monitoring/review_promotion.py)
     decision = reviewed_decision(params, stage, challenger.name, challenger.version, decision)
-    outcome = record_decision(params, stage, challenger, decision, link)
-    registry_client(params).set_model_version_tag(
-        challenger.name, challenger.version, DECISION_INPUTS, inputs
-    )
-    return {**base, **outcome}
+    return Pending(challenger, base, inputs, decision, tags.get(REQUESTED) == "true")
+
+
+def _joint_evidence(
+    params: Params, pending: dict[str, Pending], window: Any, replay: Replay
+) -> dict[str, tuple[PromotionDecision, dict[str, str] | None]]:
+    """Stages that each lost alone, judged together (monitoring/promotion_replay.joint_decision).
+
+    Leave-one-out shrinks the set to the stages that contribute, replaying again while it
+    shrinks (at most once per stage). A winning group's members each get the group's decision
+    and `together` (the other members' versions); a losing one adds its reason to each
+    member's own rejection. {} when fewer than two stages lost alone on fresh evidence.
+    """
+    lost = {s: p for s, p in pending.items() if not p.decision.promote and not p.requested}
+    swapped = {s: p.challenger for s, p in lost.items()}
+    if len(swapped) < 2:
+        return {}
+    refs = {s: f"{r.name}/{r.version}" for s, r in swapped.items()}
+    rows = joint_shadow_cases(window, refs, params.promote.replay_max_cases)
+    if len(rows) < params.promote.min_cases:
+        return {}
+    messages, cases = rows["message"].tolist(), rows["case_id"].tolist()
+    replies = rows["sent_reply"].tolist()
+    while True:
+        without = {
+            s: replay.texts({k: v for k, v in swapped.items() if k != s}, messages) for s in swapped
+        }
+        group, decision = joint_decision(
+            list(swapped), cases, replies, replay.champion_texts(messages),
+            replay.texts(swapped, messages), without, params,
+        )  # fmt: skip
+        if not group or len(group) == len(swapped):
+            break
+        swapped = {s: swapped[s] for s in group}
+    names = ", ".join(f"{s} v{swapped[s].version}" for s in swapped)
+    if not group or not decision.promote:
+        note = f"together with the other challengers ({names}): " + "; ".join(decision.reasons)
+        return {
+            s: (dataclasses.replace(p.decision, reasons=(*p.decision.reasons, note)), None)
+            for s, p in lost.items()
+        }
+    out: dict[str, tuple[PromotionDecision, dict[str, str] | None]] = {}
+    for stage in group:
+        alone = "; ".join(lost[stage].decision.reasons)
+        reasons = (f"requested together with {names}: the cascade wins only with all of them "
+                   f"swapped (alone: {alone})", *decision.reasons)  # fmt: skip
+        item = lost[stage].challenger
+        own = reviewed_decision(
+            params, stage, item.name, item.version, dataclasses.replace(decision, reasons=reasons)
+        )
+        together = {s: swapped[s].version for s in group if s != stage}
+        out[stage] = (own, together)
+    vetoed = [s for s, (d, _) in out.items() if not d.promote]
+    if vetoed:  # a group moves whole: one member's reviewed veto holds back all of them
+        why = f"held back with {', '.join(vetoed)} (reviewed veto)"
+        out = {s: (dataclasses.replace(d, promote=False, reasons=(*d.reasons, why)), None)
+               for s, (d, _) in out.items()}  # fmt: skip
+    return out
 
 
 def _first_champions(
@@ -208,7 +302,11 @@ def _first_champions(
             0, 0.0, 0.0, 0, 0, 1.0,
         )  # fmt: skip
         base = {"name": challenger.name, "version": challenger.version, "cases": 0}
-        outcomes[stage] = {**base, **record_decision(params, stage, challenger, decision, link)}
+        together = {s: resolve_stage(params, s, CHALLENGER).version for s in first if s != stage}
+        outcomes[stage] = {
+            **base,
+            **record_decision(params, stage, challenger, decision, link, together),
+        }
     return outcomes
 
 
@@ -255,8 +353,12 @@ def record_decision(
     challenger: ResolvedStage,
     decision: PromotionDecision,
     link: str | None = None,
+    together: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Request + notify, or tag the rejection — unless this evidence was recorded already."""
+    """Request + notify, or tag the rejection — unless this evidence was recorded already.
+
+    `together` (stage → version) are the other members of a group requested as one: promote
+    moves none of them before all are approved (`casepilot.promote_with`)."""
     client = registry_client(params)
     name, version = challenger.name, challenger.version
     tags = client.get_model_version(name, version).tags or {}
@@ -267,7 +369,7 @@ def record_decision(
         if tags.get(NOTIFIED_KEY) == requested:
             return {**summary, "status": "unchanged", "reason": "promotion already requested"}
         sent = _notify(params, stage, name, version, tags.get("casepilot.promotion_link"), link,
-                       decision)  # fmt: skip
+                       decision, _group(tags.get(PROMOTE_WITH)))  # fmt: skip
         if sent.status == "sent":
             client.set_model_version_tag(name, version, NOTIFIED_KEY, requested)
         return {**summary, "status": "requested", "notified": sent.status, "reason": sent.reason}
@@ -281,8 +383,9 @@ def record_decision(
     request = request_promotion(params, stage, decision, version=version)
     set_version_tags(client, name, version, {REJECTED: "false", DECISION_KEY: key,
                                              DECIDED_AT: request.requested_at,
-                                             DECIDED_BY: decided_by()})  # fmt: skip
-    sent = _notify(params, stage, name, version, request.link, link, decision)
+                                             DECIDED_BY: decided_by(),
+                                             PROMOTE_WITH: json.dumps(together or {})})  # fmt: skip
+    sent = _notify(params, stage, name, version, request.link, link, decision, together)
     if sent.status == "sent":
         client.set_model_version_tag(name, version, NOTIFIED_KEY, key)
     return {**summary, "status": "requested", "link": request.link,
@@ -309,16 +412,24 @@ def _notify(
     mlflow_link: str | None,
     evidence_link: str | None,
     decision: PromotionDecision,
+    together: dict[str, str] | None = None,
 ) -> Any:
     from monitoring.notify import notify_reviewers
 
     title = f"casepilot: review the {stage} challenger ({name} v{version})"
+    swapped = (
+        f"{stage} swapped together with {', '.join(f'{s} v{v}' for s, v in together.items())}; "
+        "approve every one of them: promote moves them together"
+        if together
+        else f"only the {stage} stage swapped"
+    )
     evidence = (
         f"The {stage} challenger beat the champion on {decision.cases} replayed shadow cases "
-        f"(only the {stage} stage swapped): match rate {decision.challenger_match_rate:.3f} vs "
+        f"({swapped}): match rate {decision.challenger_match_rate:.3f} vs "
         f"{decision.champion_match_rate:.3f}, one-sided McNemar p={decision.p_value:.3g}."
         if decision.cases
-        else f"The {stage} stage has no champion yet: its challenger is proposed as the first."
+        else f"The {stage} stage has no champion yet: its challenger is proposed as the first "
+        "(the first champion cascade moves whole, once every stage is approved)."
     )
     lines = [
         evidence,
@@ -333,3 +444,10 @@ def _notify(
     details = {"stage": stage, "model": name, "version": version, "link": mlflow_link,
                "evidence": decision.as_dict()}  # fmt: skip
     return notify_reviewers(params, title, "\n".join(lines), details)
+
+
+def _group(tag: str | None) -> dict[str, str] | None:
+    try:
+        return json.loads(tag) or None if tag else None
+    except ValueError:
+        return None

@@ -88,3 +88,63 @@ def evidence_key(stage: str, ref: str, decision: PromotionDecision) -> str:
         {"stage": stage, "ref": ref, "decision": decision.as_dict()}, sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def joint_shadow_cases(frame: pd.DataFrame, refs: dict[str, str], limit: int) -> pd.DataFrame:
+    """The cases every one of `refs` (stage → challenger ref) shadowed at once, newest `limit`."""
+    if frame.empty:
+        return frame
+    mask = frame["sent_reply"].notna() & frame["shadow"].notna()
+    rows = frame[mask]
+    together = rows["shadow"].map(
+        lambda s: all(shadowed_by(s, stage) == ref for stage, ref in refs.items())
+    )
+    rows = rows[together].drop_duplicates("case_id", keep="last")
+    return rows.tail(limit).reset_index(drop=True)
+
+
+def joint_decision(
+    stages: Sequence[str],
+    case_ids: Sequence[str],
+    sent_replies: Sequence[str],
+    champion_texts: Sequence[str | None],
+    joint_texts: Sequence[str | None],
+    without_texts: dict[str, Sequence[str | None]],
+    params: Params,
+) -> tuple[list[str], PromotionDecision]:
+    """Evidence for challengers that help only together (e.g. a new topic: the topic stage must
+    name it *and* the retrieve index must hold its conversations, so neither wins alone).
+
+    `joint_texts`: the champion cascade with every stage of `stages` swapped; `without_texts[S]`:
+    the same with S left at its champion. The group is the stages whose leave-one-out costs
+    matches (S contributes given the others); the decision is the joint arm against the champion
+    (one-sided McNemar as for one stage), each member's leave-one-out delta checked against
+    `promote.max_stage_regression`. A group of fewer than two stages is no group: [].
+    """
+    threshold = params.monitor.match_threshold
+    joint = suggestion_matches(joint_texts, sent_replies, threshold)
+    rates = {
+        stage: _rate(suggestion_matches(texts, sent_replies, threshold), joint)
+        for stage, texts in without_texts.items()
+    }
+    joint_rate = _rate(joint, joint)
+    group = [s for s in stages if rates[s] < joint_rate]
+    champion = suggestion_matches(champion_texts, sent_replies, threshold)
+    pairs = [
+        (case, a, b)
+        for case, a, b in zip(case_ids, champion, joint, strict=True)
+        if a is not None and b is not None
+    ]
+    champ = ShadowStats("champion", {c: bool(a) for c, a, _ in pairs})
+    chall = ShadowStats("challenger", {c: bool(b) for c, _, b in pairs})
+    per_stage = {s: (rates[s], joint_rate) for s in stages}
+    decision = decide_promotion(champ, chall, per_stage, params.promote)
+    return (group if len(group) >= 2 else []), decision
+
+
+def _rate(flags: Sequence[bool | None], reference: Sequence[bool | None]) -> float:
+    """Match rate over the cases where both arms have a sent reply."""
+    kept = [
+        bool(f) for f, r in zip(flags, reference, strict=True) if f is not None and r is not None
+    ]
+    return sum(kept) / len(kept) if kept else 0.0

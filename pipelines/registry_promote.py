@@ -71,6 +71,9 @@ class Promotion:
 
 GATE, GATE_REASONS = "casepilot.gate", "casepilot.gate_reasons"
 FORCED = "casepilot.bootstrap_forced"
+# JSON {stage: version}: the other members of a group requested as one (stages that win only
+# together, or a first champion cascade); none of them moves before all are approved
+PROMOTE_WITH = "casepilot.promote_with"
 
 
 def bootstrap_champion(
@@ -206,13 +209,9 @@ def promote_challenger(
         )
     challenger = client.get_model_version(name, version)
     promoted_by = signed_in_as or promoted_by or getpass.getuser()
-    approval = check_approval(
-        client,
-        params,
-        challenger,
-        promoter=promoted_by,
-        ledgers=signed_ledgers(client, signed_in_as),
-    )
+    ledgers = signed_ledgers(client, signed_in_as)
+    approval = check_approval(client, params, challenger, promoter=promoted_by, ledgers=ledgers)
+    _check_group(client, params, challenger, promoter=promoted_by, ledgers=ledgers)
     previous = aliases.get(CHAMPION)
     if previous == version:
         previous = None
@@ -264,6 +263,35 @@ def promote_challenger(
             },
         )
     return Promotion(stage, name, version, previous, approved_by=approval.by, audit_run_id=run_id)
+
+
+def _check_group(
+    client: Any, params: Params, challenger: Any, *, promoter: str, ledgers: Any
+) -> None:
+    """PromotionRefused unless every other member of the challenger's group (`PROMOTE_WITH`)
+    is champion already or an approved challenger: a group moves whole or not at all."""
+    try:
+        group = json.loads((challenger.tags or {}).get(PROMOTE_WITH) or "{}")
+    except ValueError:
+        group = {}
+    own = f"{challenger.name} v{challenger.version}"
+    for stage, version in sorted(group.items()):
+        name = registered_model_name(params, stage)
+        aliases = aliases_of(client, name)
+        if aliases.get(CHAMPION) == str(version):
+            continue
+        if aliases.get(CHALLENGER) != str(version):
+            raise PromotionRefused(
+                f"{own} was requested together with {name} v{version}, which is no longer the "
+                "challenger: the group cannot move whole; the next monitor run decides anew"
+            )
+        member = client.get_model_version(name, str(version))
+        try:
+            check_approval(client, params, member, promoter=promoter, ledgers=ledgers)
+        except PromotionRefused as err:
+            raise PromotionRefused(
+                f"{own} moves only together with {name} v{version}, not approved yet: {err}"
+            ) from err
 
 
 def _evidence(evidence_json: str, version: str, previous: str | None) -> dict[str, Any]:

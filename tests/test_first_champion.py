@@ -5,7 +5,8 @@ as the first champion. When a stage has no challenger — its only version faile
 service could not load the cascade, so promoting the other four would only fail the reload (seen
 in the full demo: tone's gate failed, four aliases moved, every reload failed). The monitor then
 requests nothing and says which stage is missing and why; once that stage passes, all are
-requested. Real MLflow SQLite store; the stage folders are stand-in `stage.json` files (nothing
+requested. Promote then moves the cascade whole too: nothing moves while one stage waits for its
+approval. Real MLflow SQLite store; the stage folders are stand-in `stage.json` files (nothing
 loads them: a first-champion request reads only the registry).
 """
 
@@ -67,3 +68,22 @@ def test_a_first_champion_cascade_is_requested_whole_or_not_at_all(
     assert {s: o["status"] for s, o in decided.items()} == dict.fromkeys(STAGES, "requested")
     tone = client.get_model_version(registered_model_name(params, "tone"), "2").tags
     assert tone[REQUESTED] == "true"
+
+    # the first champion cascade moves whole: with one stage unapproved, nothing moves
+    from flows.lifecycle_promote import promote_stages
+    from pipelines.approval import approve_version
+    from pipelines.registry import CHAMPION, aliases_of
+
+    for stage in STAGES[:-1]:
+        approve_version(params, stage, "jane.doe")
+    held = promote_stages(params, None)
+    assert {s: o["status"] for s, o in held.items()} == dict.fromkeys(STAGES, "waiting"), held
+    assert (
+        "moves only together with casepilot-tone v2, not approved yet" in held["trigger"]["reason"]
+    )
+    for stage in STAGES:
+        assert CHAMPION not in aliases_of(client, registered_model_name(params, stage)), stage
+    approve_version(params, "tone", "jane.doe")
+    moved = promote_stages(params, None)
+    assert {s: o["status"] for s, o in moved.items()} == dict.fromkeys(STAGES, "promoted"), moved
+    assert aliases_of(client, registered_model_name(params, "tone"))[CHAMPION] == "2"

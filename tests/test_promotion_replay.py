@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 
 from monitoring.notify import apprise_urls, notify_reviewers
-from monitoring.promotion_replay import evidence_key, stage_decision, stage_shadow_cases
+from monitoring.promotion_replay import (
+    evidence_key,
+    joint_decision,
+    joint_shadow_cases,
+    stage_decision,
+    stage_shadow_cases,
+)
 from pipelines.config import params_from_mapping
 from pipelines.home import Home
 
@@ -54,6 +60,53 @@ def test_stage_decision_pairs_the_two_replayed_arms(tmp_path: Path) -> None:
     again = stage_decision("trigger", cases, sent, champion, list(sent), params)
     assert evidence_key("trigger", REF, better) == evidence_key("trigger", REF, again)
     assert evidence_key("trigger", REF, better) != evidence_key("trigger", REF, worse)
+
+
+def test_joint_cases_are_the_ones_every_challenger_shadowed_at_once() -> None:
+    both = {"topic": "casepilot-topic/2", "retrieve": "casepilot-retrieve/2"}
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    frame = pd.DataFrame([
+        {"case_id": "a", "message": "ma", "sent_reply": "r", "created_at": at,
+         "shadow": {"versions": both}},
+        {"case_id": "b", "message": "mb", "sent_reply": "r", "created_at": at,
+         "shadow": {"versions": {**both, "retrieve": "casepilot-retrieve/1"}}},
+        {"case_id": "c", "message": "mc", "sent_reply": None, "created_at": at,
+         "shadow": {"versions": both}},
+    ])  # fmt: skip
+    assert joint_shadow_cases(frame, both, limit=10)["message"].tolist() == ["ma"]
+
+
+def test_stages_that_win_only_together_form_a_group(tmp_path: Path) -> None:
+    """A new topic: topic v2 names it but retrieve v1 has no conversation of it, retrieve v2 has
+    them but topic v1 never names it — each alone changes nothing, together they answer. A third
+    challenger that adds nothing given the others is left out of the group."""
+    params = _params(tmp_path, promote={"min_cases": 10})
+    cases = [f"c{i}" for i in range(30)]
+    sent = ["your crypto payout is on its way"] * 30
+    champion = [s if i < 5 else None for i, s in enumerate(sent)]
+    joint = [s if i < 25 else None for i, s in enumerate(sent)]
+    without = {"topic": list(champion), "retrieve": list(champion), "trigger": list(joint)}
+    for stage in ("topic", "retrieve"):  # alone: no better than the champion
+        alone = stage_decision(stage, cases, sent, champion, list(champion), params)
+        assert not alone.promote
+    group, decision = joint_decision(
+        ["trigger", "topic", "retrieve"], cases, sent, champion, joint, without, params
+    )
+    assert group == ["topic", "retrieve"]
+    assert decision.promote and decision.challenger_only == 20 and decision.champion_only == 0
+    assert decision.stage_deltas["topic"] == pytest.approx(20 / 30)
+    # when the joint arm is no better than the champion there is no winning decision
+    group, decision = joint_decision(
+        ["topic", "retrieve"], cases, sent, champion, list(champion),
+        {"topic": [None] * 30, "retrieve": [None] * 30}, params,
+    )  # fmt: skip
+    assert group == ["topic", "retrieve"] and not decision.promote
+    # one contributor is no group: its own decision stands
+    group, _ = joint_decision(
+        ["topic", "retrieve"], cases, sent, champion, joint,
+        {"topic": list(champion), "retrieve": list(joint)}, params,
+    )  # fmt: skip
+    assert group == []
 
 
 def test_reviewer_channels_follow_the_pager(tmp_path: Path) -> None:
