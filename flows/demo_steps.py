@@ -8,6 +8,7 @@ through MLflow's API and announced as automated.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,10 +35,13 @@ class Decision:
     link: str
     requested_by: str
     match_rates: str = ""  # "champion 0.270 → challenger 0.640 on 100 shadow cases"
+    together: str = ""  # "retrieve v2": the other members of a group requested as one
 
     @property
     def line(self) -> str:
         what = "promotion requested" if self.requested else f"rejected ({self.reason})"
+        if self.requested and self.together:
+            what += f" together with {self.together}"
         rates = f", match rate {self.match_rates}" if self.match_rates else ""
         return f"{self.name} v{self.version}: {what}{rates}"
 
@@ -84,9 +88,21 @@ def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision
             found[stage] = Decision(
                 stage, name, version, tags.get(REQUESTED) == "true",
                 tags.get(REJECTED_REASONS, ""), tags.get(LINK, ""),
-                tags.get(DECIDED_BY, "the platform"), _match_rates(tags),
+                tags.get(DECIDED_BY, "the platform"), _match_rates(tags), _together(tags),
             )  # fmt: skip
     return found
+
+
+def _together(tags: Mapping[str, str]) -> str:
+    from pipelines.registry_promote import PROMOTE_WITH
+
+    try:
+        group = json.loads(tags.get(PROMOTE_WITH) or "{}")
+    except ValueError:
+        return ""
+    if len(group) > 2:  # the first champion cascade: every other stage
+        return f"the {len(group)} other stages"
+    return ", ".join(f"{stage} v{version}" for stage, version in sorted(group.items()))
 
 
 def _match_rates(tags: Mapping[str, str]) -> str:

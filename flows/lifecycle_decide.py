@@ -243,7 +243,12 @@ def _joint_evidence(
         swapped = {s: swapped[s] for s in group}
     names = ", ".join(f"{s} v{swapped[s].version}" for s in swapped)
     if not group or not decision.promote:
-        note = f"together with the other challengers ({names}): " + "; ".join(decision.reasons)
+        why = (
+            "; ".join(decision.reasons)
+            if group
+            else "fewer than two of them add matches given the others: no group to request"
+        )
+        note = f"together with the other challengers ({names}): {why}"
         return {
             s: (dataclasses.replace(p.decision, reasons=(*p.decision.reasons, note)), None)
             for s, p in lost.items()

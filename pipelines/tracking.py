@@ -66,12 +66,20 @@ def running_auth_server(params: Params) -> str | None:
     return f"http://{record['host']}:{record['port']}"
 
 
+_signed_in_here: tuple[str, str] | None = None  # what sign_in_from_secrets last set
+
+
 def sign_in_from_secrets(home: Home) -> None:
     """Sign this process's MLflow clients in as `promoter`, unless someone is signed in already.
 
-    Raises with the fix when the server needs sign-in and no password is known.
+    Raises with the fix when the server needs sign-in and no password is known. Credentials
+    this function set earlier (for another home's server, whose passwords differ) are replaced:
+    only a sign-in someone else set is kept. (A process that drove a second home's server once
+    kept the first home's password and got 401 from the second.)
     """
-    if os.environ.get(USERNAME_ENV) and os.environ.get(PASSWORD_ENV):
+    global _signed_in_here
+    current = (os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV))
+    if all(current) and current != _signed_in_here:
         return
     path = auth_secrets_file(home)
     try:
@@ -83,6 +91,7 @@ def sign_in_from_secrets(home: Home) -> None:
             "`casepilot up` again as the user who started it"
         ) from None
     os.environ[USERNAME_ENV], os.environ[PASSWORD_ENV] = SIGN_IN_AS, password
+    _signed_in_here = (SIGN_IN_AS, password)
 
 
 def client_tracking_uri(params: Params) -> str:

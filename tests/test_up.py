@@ -248,6 +248,14 @@ def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
         assert client_tracking_uri(params) == "http://127.0.0.1:5123"
         assert os.environ["MLFLOW_TRACKING_USERNAME"] == mlflow_auth.PROMOTER
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == creds.promoter_password
+        # another home's server (new passwords): what this process set itself is replaced
+        from pipelines.tracking import auth_secrets_file
+
+        secrets = auth_secrets_file(home)
+        stored = json.loads(secrets.read_text(encoding="utf-8"))
+        secrets.write_text(json.dumps({**stored, "promoter_password": "a-new-home"}))
+        client_tracking_uri(params)
+        assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "a-new-home"
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reviewer")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "signed-in-already")
         client_tracking_uri(params)
