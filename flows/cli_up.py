@@ -208,7 +208,11 @@ def bring_up(params: Params, params_file: Path) -> Stack:
 
     params.home.ensure()
     api, prefect_port = prefect_api_url(params)
-    env = {**os.environ, **params.home.framework_env(), "PREFECT_API_URL": api}
+    from pipelines.tracking import without_own_sign_in
+
+    # children sign in for this home themselves: never with credentials this process set for
+    # another home's server
+    env = without_own_sign_in({**os.environ, **params.home.framework_env(), "PREFECT_API_URL": api})
     os.environ["PREFECT_API_URL"] = api  # for register_deployments in this process
     st = Stack(params, params_file.resolve(), env, services=stack.read_state(params.home))
     pending: list[tuple[Service, Callable[[], bool], float]] = []

@@ -94,6 +94,16 @@ def sign_in_from_secrets(home: Home) -> None:
     _signed_in_here = (SIGN_IN_AS, password)
 
 
+def without_own_sign_in(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a child process, minus the MLflow credentials `sign_in_from_secrets` set in this
+    process (they belong to whichever home it signed in for; the child signs in for its own). A
+    sign-in someone set explicitly is passed on."""
+    pair = (env.get(USERNAME_ENV), env.get(PASSWORD_ENV))
+    if _signed_in_here is None or pair != _signed_in_here:
+        return env
+    return {k: v for k, v in env.items() if k not in (USERNAME_ENV, PASSWORD_ENV)}
+
+
 def client_tracking_uri(params: Params) -> str:
     """Where MLflow clients should go: the sign-in server `casepilot up` runs over this home's
     store (signing in as `promoter`), else `params.mlflow_tracking_uri` itself."""

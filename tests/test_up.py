@@ -256,6 +256,10 @@ def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
         secrets.write_text(json.dumps({**stored, "promoter_password": "a-new-home"}))
         client_tracking_uri(params)
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "a-new-home"
+        # the services `up` starts never inherit them: each signs in for its own home
+        from pipelines.tracking import without_own_sign_in
+
+        assert "MLFLOW_TRACKING_PASSWORD" not in without_own_sign_in(dict(os.environ))
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reviewer")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "signed-in-already")
         client_tracking_uri(params)
