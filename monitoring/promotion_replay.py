@@ -71,15 +71,24 @@ def stage_decision(
     threshold = params.monitor.match_threshold
     champion = suggestion_matches(champion_texts, sent_replies, threshold)
     challenger = suggestion_matches(challenger_texts, sent_replies, threshold)
+    champ, chall = _paired(case_ids, champion, challenger)
+    per_stage = {stage: (champ.match_rate, chall.match_rate)} if champ.matches else {}
+    return decide_promotion(champ, chall, per_stage, params.promote)
+
+
+def _paired(
+    case_ids: Sequence[str], champion: Sequence[bool | None], challenger: Sequence[bool | None]
+) -> tuple[ShadowStats, ShadowStats]:
+    """Both arms' matches on the cases where both have a sent reply."""
     pairs = [
         (case, a, b)
         for case, a, b in zip(case_ids, champion, challenger, strict=True)
         if a is not None and b is not None
     ]
-    champ = ShadowStats("champion", {c: bool(a) for c, a, _ in pairs})
-    chall = ShadowStats("challenger", {c: bool(b) for c, _, b in pairs})
-    per_stage = {stage: (champ.match_rate, chall.match_rate)} if pairs else {}
-    return decide_promotion(champ, chall, per_stage, params.promote)
+    return (
+        ShadowStats("champion", {c: bool(a) for c, a, _ in pairs}),
+        ShadowStats("challenger", {c: bool(b) for c, _, b in pairs}),
+    )
 
 
 def evidence_key(stage: str, ref: str, decision: PromotionDecision) -> str:
@@ -130,13 +139,7 @@ def joint_decision(
     joint_rate = _rate(joint, joint)
     group = [s for s in stages if rates[s] < joint_rate]
     champion = suggestion_matches(champion_texts, sent_replies, threshold)
-    pairs = [
-        (case, a, b)
-        for case, a, b in zip(case_ids, champion, joint, strict=True)
-        if a is not None and b is not None
-    ]
-    champ = ShadowStats("champion", {c: bool(a) for c, a, _ in pairs})
-    chall = ShadowStats("challenger", {c: bool(b) for c, _, b in pairs})
+    champ, chall = _paired(case_ids, champion, joint)
     per_stage = {s: (rates[s], joint_rate) for s in stages}
     decision = decide_promotion(champ, chall, per_stage, params.promote)
     return (group if len(group) >= 2 else []), decision
