@@ -296,8 +296,8 @@ def _first_champions(
             for stage in first
         }  # fmt: skip
     outcomes: dict[str, dict[str, Any]] = {}
-    for stage in first:
-        challenger = resolve_stage(params, stage, CHALLENGER)
+    resolved = {stage: resolve_stage(params, stage, CHALLENGER) for stage in first}
+    for stage, challenger in resolved.items():
         tags = client.get_model_version(challenger.name, challenger.version).tags or {}
         metrics = {k.removeprefix("metric."): v for k, v in tags.items() if k.startswith("metric.")}
         offline = ", ".join(f"{k} {float(v):.3f}" for k, v in sorted(metrics.items()))
@@ -307,7 +307,7 @@ def _first_champions(
             0, 0.0, 0.0, 0, 0, 1.0,
         )  # fmt: skip
         base = {"name": challenger.name, "version": challenger.version, "cases": 0}
-        together = {s: resolve_stage(params, s, CHALLENGER).version for s in first if s != stage}
+        together = {s: r.version for s, r in resolved.items() if s != stage}
         outcomes[stage] = {
             **base,
             **record_decision(params, stage, challenger, decision, link, together),
