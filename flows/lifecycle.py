@@ -20,14 +20,14 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed, Failed
 
 from flows.lifecycle_hooks import (
+    FLOW_OPTIONS,
+    TASK_OPTIONS,
     emit_drift_breach,
     load_flow_params,
     page_drift,
-    report_failure,
 )
 from pipelines.config import Params
 
-HOOKS: dict[str, Any] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 # stages that talk to something remote (a SQL source, the registry) get more retries
 FLAKY_RETRIES, RETRIES = 3, 1
 
@@ -38,6 +38,7 @@ FLAKY_RETRIES, RETRIES = 3, 1
 @task(
     name="dvc-stage", task_run_name="{stage}", retries=RETRIES, retry_delay_seconds=10,
     cache_policy=NONE,  # DVC decides what is up to date, not a Prefect cache
+    **TASK_OPTIONS,
 )  # fmt: skip
 def dvc_stage_task(workspace: Any, stage: str) -> Any:
     """Reproduce one DVC stage; `Skipped` (Completed) when DVC finds it up to date."""
@@ -55,7 +56,7 @@ def _stage_task(stage: str) -> Any:
     return dvc_stage_task.with_options(retries=FLAKY_RETRIES if flaky else RETRIES)
 
 
-@flow(name="retrain", **HOOKS)
+@flow(name="retrain", **FLOW_OPTIONS)
 def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -> dict[str, Any]:
     """Reproduce dvc.yaml for `stages` (default all five) in the home's DVC workspace.
 
@@ -103,7 +104,7 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
 # ---------------------------------------------------------------- monitor
 
 
-@task(name="monitor-window")
+@task(name="monitor-window", **TASK_OPTIONS)
 def monitor_task(params: Params) -> Any:
     """The latest window's MonitorReport, or why it is not judged yet (a string)."""
     from monitoring.monitor import run_monitor, unjudged_window_problem
@@ -125,7 +126,7 @@ def monitor_task(params: Params) -> Any:
     return run_monitor(params, reference, window)
 
 
-@task(name="rollback-check", retries=2, retry_delay_seconds=[5, 20])
+@task(name="rollback-check", retries=2, retry_delay_seconds=[5, 20], **TASK_OPTIONS)
 def rollback_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
     """Roll back a promoted champion whose match rate fell (flows/lifecycle_rollback.py)."""
     from flows.lifecycle_rollback import check_rollbacks
@@ -133,7 +134,7 @@ def rollback_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]
     return check_rollbacks(params, link=link)
 
 
-@task(name="decide-challengers", retries=2, retry_delay_seconds=[5, 20])
+@task(name="decide-challengers", retries=2, retry_delay_seconds=[5, 20], **TASK_OPTIONS)
 def decide_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
     """Per-stage promotion evidence → request + notify, or reject (flows/lifecycle_decide.py)."""
     from flows.lifecycle_decide import decide_challengers
@@ -141,7 +142,7 @@ def decide_task(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
     return decide_challengers(params, link=link)
 
 
-@task(name="reload-service", retries=2, retry_delay_seconds=[5, 20])
+@task(name="reload-service", retries=2, retry_delay_seconds=[5, 20], **TASK_OPTIONS)
 def reload_task(params: Params) -> dict[str, Any]:
     """Ask the running service to serve the moved aliases now (flows/lifecycle_promote.py)."""
     from flows.lifecycle_promote import reload_service
@@ -152,7 +153,7 @@ def reload_task(params: Params) -> dict[str, Any]:
     return outcome
 
 
-@flow(name="monitor", **HOOKS)
+@flow(name="monitor", **FLOW_OPTIONS)
 def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     """One monitoring window: drift + online metrics → Evidently snapshot → event and page;
     then the regression check of newly promoted champions (automatic rollback), then the
@@ -238,7 +239,7 @@ def monitor_message(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- promote / rollback
 
 
-@flow(name="promote", **HOOKS)
+@flow(name="promote", **FLOW_OPTIONS)
 def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
     """Move `champion` to the approved challenger of `stage` (default: every stage with one),
     then ask the running service to reload (`POST /admin/reload` with its API key).
@@ -282,7 +283,7 @@ def promote_message(outcomes: dict[str, Any]) -> str:
     return f"promoted {', '.join(moved)}; service reload: {served}"
 
 
-@flow(name="rollback", **HOOKS)
+@flow(name="rollback", **FLOW_OPTIONS)
 def rollback(params_file: str, stage: str, reason: str) -> Any:
     """Move `champion` of `stage` back to `previous-champion`, recording `reason`, and page.
 

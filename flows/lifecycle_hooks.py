@@ -83,6 +83,21 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     log.warning("flow %s %s; page %s (%s)", flow.name, state.name, outcome.status, outcome.reason)
 
 
+# Options of every lifecycle flow: a failed or crashed run is alerted and paged; its outcome is
+# persisted (JSON, in the home's Prefect result storage, `PREFECT_HOME/storage`, or the storage
+# block `PREFECT_DEFAULT_RESULT_STORAGE_BLOCK` names on a scale-out setup), so it can be read
+# from the API later — and so a run whose final state the server hands back without data (a
+# set-state retried under load is rejected as a duplicate) still returns its outcome instead of
+# raising MissingResult. Tasks keep their results in memory (`TASK_OPTIONS`).
+FLOW_OPTIONS: dict[str, Any] = {
+    "on_failure": [report_failure],
+    "on_crashed": [report_failure],
+    "persist_result": True,
+    "result_serializer": "json",
+}
+TASK_OPTIONS: dict[str, Any] = {"persist_result": False}
+
+
 def emit_drift_breach(params: Params, report: MonitorReport) -> str | None:
     """Emit the drift-breach event (the automation's trigger); returns the event id, if sent."""
     from prefect.events import emit_event

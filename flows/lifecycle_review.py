@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from flows import review_server
-from flows.lifecycle_hooks import load_flow_params, report_failure
+from flows.lifecycle_hooks import FLOW_OPTIONS, load_flow_params
 from monitoring import review_run, review_studio
 from monitoring.review_simulate import label_through_studio
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from pipelines.config import Params
     from pipelines.contract import LabeledCase
-
-HOOKS: dict[str, Any] = {"on_failure": [report_failure], "on_crashed": [report_failure]}
 
 
 def today() -> str:
@@ -53,7 +51,7 @@ def taxonomy(params: Params, fallback: Sequence[str] = ()) -> list[str]:
     return sorted(topics or {t for t in fallback if t})
 
 
-@flow(name="review", **HOOKS)
+@flow(name="review", **FLOW_OPTIONS)
 def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str, Any]:
     """Sample the day's predictions and put them in front of reviewers in Label Studio (a later
     run on the same day adds a sample of the requests logged since: `review_run.draw_day`)."""
@@ -85,7 +83,7 @@ def review(params_file: str = "params.yaml", day: str | None = None) -> dict[str
     }
 
 
-@flow(name="review-collect", **HOOKS)
+@flow(name="review-collect", **FLOW_OPTIONS)
 def review_collect(params_file: str = "params.yaml", day: str | None = None) -> dict[str, Any]:
     """Pull finished annotations: land them for intake, record reviewed accuracy and agreement."""
     params = load_flow_params(params_file)
