@@ -213,16 +213,21 @@ def _stage_evidence(
 def _joint_evidence(
     params: Params, pending: dict[str, Pending], window: Any, replay: Replay
 ) -> dict[str, tuple[PromotionDecision, dict[str, str] | None]]:
-    """Stages that each lost alone, judged together (monitoring/promotion_replay.joint_decision).
+    """Stages that lost alone, judged together with every other challenger on fresh evidence
+    (monitoring/promotion_replay.joint_decision) — winners and already requested ones included,
+    so a new topic's stage is judged with the retrieve challenger that holds its conversations
+    even when that one wins alone.
 
     Leave-one-out shrinks the set to the stages that contribute, replaying again while it
-    shrinks (at most once per stage). A winning group's members each get the group's decision
-    and `together` (the other members' versions); a losing one adds its reason to each
-    member's own rejection. {} when fewer than two stages lost alone on fresh evidence.
+    shrinks (at most once per stage). When the joint arm wins, each group member that lost
+    alone gets the group's decision and `together` (the other members' versions); a member
+    that won alone keeps its own request (it needs nobody). When it does not, each loser's
+    rejection gets the joint reason. {} when no stage lost alone on fresh evidence, or no other
+    challenger to judge it with.
     """
     lost = {s: p for s, p in pending.items() if not p.decision.promote and not p.requested}
-    swapped = {s: p.challenger for s, p in lost.items()}
-    if len(swapped) < 2:
+    swapped = {s: p.challenger for s, p in pending.items()}
+    if not lost or len(swapped) < 2:
         return {}
     refs = {s: f"{r.name}/{r.version}" for s, r in swapped.items()}
     rows = joint_shadow_cases(window, refs, params.promote.replay_max_cases)
@@ -242,7 +247,7 @@ def _joint_evidence(
             break
         swapped = {s: swapped[s] for s in group}
     names = ", ".join(f"{s} v{swapped[s].version}" for s in swapped)
-    if not group or not decision.promote:
+    if not group or not decision.promote or not set(group) & set(lost):
         why = (
             "; ".join(decision.reasons)
             if group
@@ -253,8 +258,21 @@ def _joint_evidence(
             s: (dataclasses.replace(p.decision, reasons=(*p.decision.reasons, note)), None)
             for s, p in lost.items()
         }
+    return _group_requests(params, lost, swapped, group, decision)
+
+
+def _group_requests(
+    params: Params,
+    lost: dict[str, Pending],
+    swapped: dict[str, ResolvedStage],
+    group: list[str],
+    decision: PromotionDecision,
+) -> dict[str, tuple[PromotionDecision, dict[str, str] | None]]:
+    """The winning group's decision for each member that lost alone, `together` with the rest;
+    one member's reviewed veto holds back every member that needs the group."""
+    names = ", ".join(f"{s} v{swapped[s].version}" for s in group)
     out: dict[str, tuple[PromotionDecision, dict[str, str] | None]] = {}
-    for stage in group:
+    for stage in (s for s in group if s in lost):
         alone = "; ".join(lost[stage].decision.reasons)
         reasons = (f"requested together with {names}: the cascade wins only with all of them "
                    f"swapped (alone: {alone})", *decision.reasons)  # fmt: skip
@@ -265,7 +283,7 @@ def _joint_evidence(
         together = {s: swapped[s].version for s in group if s != stage}
         out[stage] = (own, together)
     vetoed = [s for s, (d, _) in out.items() if not d.promote]
-    if vetoed:  # a group moves whole: one member's reviewed veto holds back all of them
+    if vetoed:  # the members that need the group move with it: one's reviewed veto holds all
         why = f"held back with {', '.join(vetoed)} (reviewed veto)"
         out = {s: (dataclasses.replace(d, promote=False, reasons=(*d.reasons, why)), None)
                for s, (d, _) in out.items()}  # fmt: skip

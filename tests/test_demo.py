@@ -157,12 +157,6 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 
 @pytest.mark.slow
 @pytest.mark.timeout(2700)  # the whole deployed loop: two retrains, schedules, five servers
-@pytest.mark.xfail(
-    strict=False,
-    reason="not yet passing every time: on 2026-12-03 one run completed the whole loop (topic v2 + "
-    "retrieve v2 requested together, promoted, served); the next, after the credential-leak fix, "
-    "reached the decision and the monitor rejected every challenger (not yet investigated)",
-)
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
 ) -> None:
@@ -195,9 +189,11 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     assert re.search(r"champion \d+\.\d% \[\d", review.data["reviewed"]), review.data
     request = summary.find("promotion request")
     assert request is not None and request.status == "done", request
-    # by the decision the review-collect runs have brought back labels of challenger suggestions
-    # too (at the review step itself the sample may hold none yet): both reviewed figures show
-    assert re.search(r"challenger \d+\.\d% \[\d", request.result), request.result
+    # the decision carries the reviewed figures the review-collect runs brought back (the
+    # challenger's own figure shows only once the sample holds its labeled suggestions: a race
+    # between the review and monitor schedules, so it is not asserted here but in
+    # tests/test_review_promotion.py)
+    assert re.search(r"reviewed suggestion correct \(n=\d+\): champion \d+\.\d% \[", request.result)
     requested = [d for d in request.data["decisions"] if d.requested]
     assert requested and request.data["notifications"], request.result
     assert "AUTOMATED DEMO APPROVAL" in console.export_text()

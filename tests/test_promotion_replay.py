@@ -160,3 +160,64 @@ def test_schedules_are_crons_unless_an_interval_overrides_them(tmp_path: Path) -
     assert flow_schedule(params, "monitor").interval == td(seconds=30)
     assert flow_schedule(params, "promote").interval == td(seconds=60)
     assert flow_schedule(params, "rollback") is None
+
+
+class _Replay:
+    """The replayed cascade as a function of which challenger stages are swapped in: a new
+    topic answered only when topic v2 *and* retrieve v2 serve (25 of 30 cases), retrieve v2 alone
+    answers a few more (12), topic v2 alone fewer than the champion (3 vs 5), trigger v2 nothing."""
+
+    def __init__(self, sent: list[str]) -> None:
+        self.sent = sent
+
+    def texts(self, swapped: dict, messages: list[str]) -> list[str | None]:
+        if {"topic", "retrieve"} <= set(swapped):
+            hits = 25
+        else:
+            hits = {"retrieve": 12, "topic": 3}.get(next(iter(set(swapped) - {"trigger"}), ""), 5)
+        return [s if i < hits else None for i, s in enumerate(self.sent[: len(messages)])]
+
+    def champion_texts(self, messages: list[str]) -> list[str | None]:
+        return self.texts({}, messages)
+
+
+def test_a_loser_is_judged_with_a_challenger_that_won_alone(tmp_path: Path) -> None:
+    """Retrieve v2 wins alone and is requested alone; topic v2 loses alone (it names a topic
+    retrieve v1 has no conversation of) but adds matches given retrieve v2: it is requested
+    together with it. Trigger v2 adds nothing and keeps its own rejection."""
+    from flows.lifecycle_decide import Pending, _joint_evidence
+    from pipelines.registry_resolve import ResolvedStage
+
+    params = _params(tmp_path, promote={"min_cases": 10})
+    sent = ["your crypto payout is on its way"] * 30
+    versions = {s: f"casepilot-{s}/2" for s in ("trigger", "topic", "retrieve")}
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    window = pd.DataFrame([
+        {"case_id": f"c{i}", "message": f"m{i}", "sent_reply": reply, "created_at": at,
+         "shadow": {"versions": versions}}
+        for i, reply in enumerate(sent)
+    ])  # fmt: skip
+    replay = _Replay(sent)
+    cases, messages = window["case_id"].tolist(), window["message"].tolist()
+    pending = {}
+    for stage in versions:
+        challenger = ResolvedStage(
+            stage, "challenger", f"casepilot-{stage}", "2", tmp_path, tmp_path
+        )
+        alone = stage_decision(
+            stage, cases, sent, replay.champion_texts(messages),
+            replay.texts({stage: challenger}, messages), params,
+        )  # fmt: skip
+        pending[stage] = Pending(challenger, {}, "k", alone, requested=False)
+    assert pending["retrieve"].decision.promote and not pending["topic"].decision.promote
+
+    groups = _joint_evidence(params, pending, window, replay)
+    assert set(groups) == {"topic"}  # retrieve keeps its request, trigger its own rejection
+    decision, together = groups["topic"]
+    assert decision.promote and together == {"retrieve": "2"}
+    assert decision.challenger_only == 20 and "requested together with" in decision.reasons[0]
+    # without retrieve v2 in the running, topic v2 loses and says why
+    del pending["retrieve"]
+    decision, together = _joint_evidence(params, pending, window, replay)["topic"]
+    assert not decision.promote and together is None
+    assert "together with the other challengers" in decision.reasons[-1]
