@@ -403,11 +403,13 @@ def record_decision(
             REJECTED: "true", REJECTED_REASONS: "; ".join(decision.reasons)[:4900],
             DECISION_KEY: key, DECIDED_AT: now_iso(), DECIDED_BY: decided_by()})  # fmt: skip
         return {**summary, "status": "rejected", "reason": "; ".join(decision.reasons)}
+    # the group first: once the request is on the version a reviewer may approve it, and
+    # promote must then already know what the version moves with
+    client.set_model_version_tag(name, version, PROMOTE_WITH, json.dumps(together or {}))
     request = request_promotion(params, stage, decision, version=version)
     set_version_tags(client, name, version, {REJECTED: "false", DECISION_KEY: key,
                                              DECIDED_AT: request.requested_at,
-                                             DECIDED_BY: decided_by(),
-                                             PROMOTE_WITH: json.dumps(together or {})})  # fmt: skip
+                                             DECIDED_BY: decided_by()})  # fmt: skip
     sent = _notify(params, stage, name, version, request.link, link, decision, together)
     if sent.status == "sent":
         client.set_model_version_tag(name, version, NOTIFIED_KEY, key)
