@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	touch $@
 
 # Label Studio (the review queue's UI) in its own tool environment: its ~150 pins never meet the
-# stack's. The project talks to it over HTTP with label-studio-sdk (flows/review_server.py).
+# stack's. The project talks to it over HTTP with label-studio-sdk (flows/platform/review_server.py).
 LABEL_STUDIO_VERSION ?= 1.23.2
 LS_VENV ?= .venv-labelstudio
 

@@ -71,11 +71,11 @@ def main() -> None:
 
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.config import load_params
-    from pipelines.dataset import split_cases
-    from pipelines.evaluate_cascade import cascade_curve, evaluate_cascade
+    from pipelines.data.dataset import split_cases
+    from pipelines.data.synth.world import generate_world
+    from pipelines.evaluate.cascade import cascade_curve, evaluate_cascade
+    from pipelines.evaluate.text_metrics import rouge_l
     from pipelines.stages import answer, retrieve, tone, topic, trigger
-    from pipelines.synth.world import generate_world
-    from pipelines.text_metrics import rouge_l
 
     params = load_params(args.params)
     params.home.apply()

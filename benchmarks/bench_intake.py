@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from pipelines.config import SynthConfig, params_from_mapping
+from pipelines.data.intake.store import IntakePaths
+from pipelines.data.intake.validate import make_judge, validate_rows
+from pipelines.data.redact import redact_cases
+from pipelines.data.synth import generate_world
 from pipelines.home import Home
-from pipelines.intake.store import IntakePaths
-from pipelines.intake.validate import make_judge, validate_rows
-from pipelines.redact import redact_cases
-from pipelines.synth import generate_world
 
 RESULTS = Path(__file__).resolve().parent / "results" / "intake.json"
 

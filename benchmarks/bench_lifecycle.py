@@ -1,7 +1,7 @@
 """Latencies of the deployed lifecycle, measured on one `casepilot demo` run (demo world, 2 cores).
 
 The demo drives the platform `casepilot up` starts (deployments, schedules, the drift automation)
-and records when each step ended and which flow run did it; `flows/demo_figures.py` derives the
+and records when each step ended and which flow run did it; `flows/demo/figures.py` derives the
 latencies (data cut-off → challenger registered; drift onset → page → retrain started;
 approval → champion serving, with the requests that failed during the switch), and every demo
 run writes them to `$CASEPILOT_HOME/logs/demo-figures.json`.
@@ -38,9 +38,9 @@ def main() -> None:
         result = json.loads(args.source.read_text(encoding="utf-8"))
     else:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from flows.demo import run_demo
-        from flows.demo_figures import figures
-        from flows.demo_params import DEMO_OVERLAY
+        from flows.demo.figures import figures
+        from flows.demo.main import run_demo
+        from flows.demo.params import DEMO_OVERLAY
 
         summary = run_demo(Path("params.yaml"), console, overlays=(DEMO_OVERLAY, *args.overlay))
         result = figures(summary)

@@ -34,8 +34,8 @@ STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
 
 def _register(params, models: Path, tmp: Path) -> dict[str, str]:
     """Champions of every stage, then a trigger challenger; `<model>/<version>` of the shadow."""
-    from pipelines.lineage import stage_lineage
-    from pipelines.registry import bootstrap_champion, register_stage
+    from pipelines.registry.lineage import stage_lineage
+    from pipelines.registry.register import bootstrap_champion, register_stage
 
     def register(stage: str, folder: Path) -> str:
         lineage = stage_lineage(params, stage, data_version="md5-bench", model_dir=folder)
@@ -53,10 +53,10 @@ def _register(params, models: Path, tmp: Path) -> dict[str, str]:
 
 def _write_log(params, rows: int, shadow_refs: dict[str, str]) -> float:
     """N predictions + feedback (synthetic messages and replies), written in batches; seconds."""
-    from monitoring.prediction_log import PredictionLog
+    from monitoring.log.store import PredictionLog
     from pipelines.config import SynthConfig
-    from pipelines.contract import Feedback, PredictionRecord, Suggestion
-    from pipelines.synth import generate_world
+    from pipelines.data.contract import Feedback, PredictionRecord, Suggestion
+    from pipelines.data.synth import generate_world
 
     world = generate_world(SynthConfig(cases_per_day=2000, drift_from_day=None), seed=11, days=1)
     cases = [c for day in world.days for c in day.cases if c.agent_reply]
@@ -95,13 +95,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     os.environ["CASEPILOT_HOME"] = str(tmp / "home")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    from flows.lifecycle_decide import decide_challengers
+    from flows.lifecycle.decide import decide_challengers
+    from monitoring.log.store import PredictionLog
     from monitoring.monitor import run_monitor
-    from monitoring.prediction_log import PredictionLog
     from pipelines.config import SynthConfig, load_params
+    from pipelines.data.intake.store import IntakePaths, load_accepted, write_accepted
+    from pipelines.data.synth import generate_world
     from pipelines.home import Home
-    from pipelines.intake.store import IntakePaths, load_accepted, write_accepted
-    from pipelines.synth import generate_world
 
     Home(tmp / "home").ensure().apply()
     params_file = tmp / "params.yaml"
@@ -128,7 +128,7 @@ def main() -> None:
     decided = decide_challengers(params)
     decide_s = time.perf_counter() - began
 
-    from flows.lifecycle import monitor
+    from flows.lifecycle.loop import monitor
 
     began = time.perf_counter()
     state = monitor(str(params_file), return_state=True)

@@ -108,9 +108,9 @@ SWEEP = [  # (per_channel, reduce_range, weight_type) of onnx_int8
 
 def _onnx_sweep(stage: str, model_dir: Path, val, work: Path, cfg, rounds: int) -> list[dict]:
     """Key metric and latency ÷ fp32 of every onnx_int8 setting (rounds interleaved with fp32)."""
-    from pipelines.quantize import _time_interleaved
-    from pipelines.quantize_onnx import write_onnx_variant
-    from pipelines.quantize_stages import stage_adapter
+    from pipelines.quantize.onnx_runtime import write_onnx_variant
+    from pipelines.quantize.run import _time_interleaved
+    from pipelines.quantize.stages import stage_adapter
 
     adapter = stage_adapter(stage, list(val)[: cfg.max_val_cases], batch=cfg.latency_batch)
     loaded, metrics = {"none": adapter.load(model_dir)}, {}
@@ -140,9 +140,9 @@ def _one_thread_check(stage: str, fp32_dir: Path, chosen_dir: Path, val, cfg, ro
     """
     import torch
 
-    from pipelines.quantize import _time_interleaved
-    from pipelines.quantize_onnx import session
-    from pipelines.quantize_stages import stage_adapter
+    from pipelines.quantize.onnx_runtime import session
+    from pipelines.quantize.run import _time_interleaved
+    from pipelines.quantize.stages import stage_adapter
 
     adapter = stage_adapter(stage, list(val)[: cfg.max_val_cases], batch=cfg.latency_batch)
     loaded = {"none": adapter.load(fp32_dir), "chosen": adapter.load(chosen_dir)}
@@ -184,9 +184,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipelines.config import load_params
-    from pipelines.dataset import split_cases
-    from pipelines.quantize import quantize_stage
-    from pipelines.synth.world import generate_world
+    from pipelines.data.dataset import split_cases
+    from pipelines.data.synth.world import generate_world
+    from pipelines.quantize.run import quantize_stage
 
     params = load_params(args.params)
     params.home.apply()

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from pipelines.pii.planted import planted_messages
-from pipelines.redact import redact_text, redact_texts
+from pipelines.data.pii.planted import planted_messages
+from pipelines.data.redact import redact_text, redact_texts
 
 RESULT = Path(__file__).resolve().parent / "results" / "redact.json"
 

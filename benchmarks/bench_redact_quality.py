@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_redact_quality.py --days 2 --cases 500
 
-The world (`pipelines.synth`, `data.synth.pii_share` of messages carry one planted value) knows
+The world (`pipelines.data.synth`, `data.synth.pii_share` of messages carry one planted value) knows
 every value it planted (`DayBatch.planted`). Two variants of its messages are redacted:
 
 - `as planted`: the world's own formats;
@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.config import SynthConfig
-from pipelines.pii.detectors import PlantedIndex, PlantedValue
-from pipelines.redact import detect_pii, redact_texts
-from pipelines.synth import generate_world
+from pipelines.data.pii.detectors import PlantedIndex, PlantedValue
+from pipelines.data.redact import detect_pii, redact_texts
+from pipelines.data.synth import generate_world
 
 RESULT = Path(__file__).resolve().parent / "results" / "redact_quality.json"
 ZWSP = "\u200b"

@@ -33,7 +33,7 @@ OUT = REPO / "benchmarks" / "results" / "retrain.json"
 
 
 def _setup(home_dir: Path, quantize: str) -> tuple[Any, Path]:
-    from flows.demo_params import DEMO_OVERLAY, demo_setup
+    from flows.demo.params import DEMO_OVERLAY, demo_setup
     from pipelines.home import Home
 
     if home_dir.exists():
@@ -45,8 +45,8 @@ def _setup(home_dir: Path, quantize: str) -> tuple[Any, Path]:
 
 
 def _timed_retrain(params: Any, params_file: Path, days: list[int], stages: Any) -> dict:
-    from flows.demo_data import deliver_days
-    from flows.lifecycle import retrain
+    from flows.demo.data import deliver_days
+    from flows.lifecycle.loop import retrain
 
     deliver_days(params, days)
     cutoff = time.perf_counter()
@@ -75,8 +75,8 @@ def main() -> None:
 
     os.environ["CASEPILOT_HOME"] = str(args.home.resolve())
     setup, params_file = _setup(args.home.resolve(), args.quantize)
-    from pipelines.dvc_run import run_stage
-    from pipelines.dvc_workspace import dvc_workspace
+    from pipelines.repro.run import run_stage
+    from pipelines.repro.workspace import dvc_workspace
 
     workspace = dvc_workspace(params_file, setup.params.home)
     run_stage(workspace, "synth", lambda _line: None)  # the world exists before any cut-off

@@ -37,7 +37,7 @@ PNG = REPO / "benchmarks" / "scenarios_curve.png"
 
 def demo_params(out: Path) -> Path:
     """params.yaml merged with configs/demo.yaml (without its `demo:` timeline), written to out."""
-    from flows.demo_params import deep_merge
+    from flows.demo.params import deep_merge
 
     base = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     overlay = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text(encoding="utf-8"))
@@ -51,8 +51,8 @@ def evaluate(models: Path, params_file: Path, seed: int) -> dict:
     """Run the suite on the cascade in `models` and return the report's summary."""
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.config import load_params
-    from pipelines.scenarios.runner import run_suite
-    from pipelines.scenarios.schema import load_suite
+    from pipelines.evaluate.scenarios.runner import run_suite
+    from pipelines.evaluate.scenarios.schema import load_suite
 
     params = load_params(params_file)
     suite = load_suite(REPO / "scenarios")

@@ -32,10 +32,10 @@ from classifier_bench import (
     write_params,
 )
 
-from pipelines.contract import write_jsonl
-from pipelines.dataset import split_cases
+from pipelines.data.contract import write_jsonl
+from pipelines.data.dataset import split_cases
+from pipelines.data.importers.intents import import_banking77
 from pipelines.home import Home
-from pipelines.importers.intents import import_banking77
 
 HELD_OUT_SHARE, HELD_OUT_SEED = 0.15, 13
 VAL_SHARE, VAL_SEED = 0.10, 14
@@ -157,7 +157,7 @@ def main() -> None:
             "held_out_seed": HELD_OUT_SEED,
             "val_share_of_rest": VAL_SHARE,
             "val_seed": VAL_SEED,
-            "method": "pipelines.dataset.split_cases (hash of case id, stratified by topic)",
+            "method": "pipelines.data.dataset.split_cases (hash of case id, stratified by topic)",
             "n_fit": len(fit),
             "n_val": len(val),
             "n_held_out": len(held_out),

@@ -1,7 +1,7 @@
 """Benchmark: the trigger stage on CLINC150, trained by `casepilot train trigger`, vs a floor.
 
 Labels: answerable = the `banking` and `credit_cards` domains; not answerable = every other
-domain, `small_talk`, `meta` and `oos` (`pipelines.importers.intents.import_clinc150`).
+domain, `small_talk`, `meta` and `oos` (`pipelines.data.importers.intents.import_clinc150`).
 Split: train on `train` + `oos_train` (10% of it, seed 14, stratified via `split_cases`, is the
 stage's validation for early stopping, temperature and threshold); test on `val` + `oos_val`.
 The frozen baseline (LR on frozen MiniLM embeddings) sees the same cases, same run.
@@ -31,11 +31,11 @@ from classifier_bench import (
     write_params,
 )
 
-from pipelines.contract import write_jsonl
-from pipelines.dataset import split_cases
-from pipelines.evaluation import classification_metrics
+from pipelines.data.contract import write_jsonl
+from pipelines.data.dataset import split_cases
+from pipelines.data.importers.intents import CLINC_EVAL, CLINC_TRAIN, import_clinc150
+from pipelines.evaluate.evaluation import classification_metrics
 from pipelines.home import Home
-from pipelines.importers.intents import CLINC_EVAL, CLINC_TRAIN, import_clinc150
 
 VAL_SHARE, VAL_SEED = 0.10, 14
 
@@ -153,7 +153,7 @@ def main() -> None:
             "test": list(CLINC_EVAL),
             "val_share_of_train": VAL_SHARE,
             "val_seed": VAL_SEED,
-            "method": "pipelines.dataset.split_cases (hash of case id, stratified)",
+            "method": "pipelines.data.dataset.split_cases (hash of case id, stratified)",
             "n_fit": len(fit),
             "n_val": len(val),
             "n_test": len(test_cases),

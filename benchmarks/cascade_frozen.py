@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.calibration import threshold_for_precision
-from pipelines.stages.classifier import context_text
+from pipelines.evaluate.calibration import threshold_for_precision
+from pipelines.stages.encoder.classifier import context_text
 
 
 def _text(message: str, context: Any) -> str:
@@ -84,7 +84,7 @@ class RetrievalOnlyAnswer:
         self.stage = AnswerModel(None, None, cfg, {"stage": "answer", "generator": "none"})
 
     def predict(self, batch):
-        from pipelines.stages.generator import Generated
+        from pipelines.stages.decoder.generator import Generated
 
         silent = Generated(text="", mean_logprob=float("-inf"), tokens=0)
         return [self.stage.decide(inp, silent) for inp in batch]
@@ -93,8 +93,8 @@ class RetrievalOnlyAnswer:
 def build_frozen_cascade(params, train, val, docs, work) -> tuple[Any, dict]:
     """The frozen-embedding cascade and the thresholds it chose on `val`."""
     from pipelines.cascade import Cascade
-    from pipelines.embedder import load_embedder
     from pipelines.stages import retrieve
+    from pipelines.stages.encoder.embedder import load_embedder
 
     embed = load_embedder(params.retrieve.embedder).embed
     trigger = FrozenClassifier(embed, ["answerable", "not"], "answerable", 10.0)

@@ -83,7 +83,7 @@ def casepilot(*args: str, env: dict[str, str]) -> dict[str, float]:
     """
     script = Path(sys.executable).with_name("casepilot")
     command = (
-        [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli_train_classifiers"]
+        [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli.train_classifiers"]
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()

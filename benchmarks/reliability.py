@@ -325,8 +325,8 @@ def _registry_home(work: Path, models: Path, root: Path, name: str = "deps-mlflo
     challenger."""
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
-    from pipelines.lineage import Lineage
-    from pipelines.registry import bootstrap_champion, register_stage
+    from pipelines.registry.lineage import Lineage
+    from pipelines.registry.register import bootstrap_champion, register_stage
 
     home = Home(work / f"home-{name}").ensure()
     params = params_from_mapping({"register": {"gates": {}}}, home=home, env={})
@@ -427,7 +427,7 @@ def _reload_under_load(url: str) -> dict:
 
 def probe_mlflow_server_down(work: Path, models: Path, root: Path) -> list[dict]:
     """Registry mode through a real `mlflow server` on loopback: stopped at reload, restarted."""
-    from flows.services import free_port, start_mlflow_server, stop_mlflow_server
+    from flows.platform.services import free_port, start_mlflow_server, stop_mlflow_server
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
 

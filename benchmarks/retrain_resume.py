@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/retrain_resume.py \
         [--stages trigger,topic] [--kill-at topic] [--kill-steps 200]
 
-The real `retrain` flow (flows/lifecycle.py) on a tiny world (the tiny BERT params of
+The real `retrain` flow (flows/lifecycle/loop.py) on a tiny world (the tiny BERT params of
 tests/test_lifecycle_retrain.py, for every classifier stage in `--stages`), each run a
 `python` process of its own talking to one temporary `prefect server` on 127.0.0.1
 (tests/prefect_server.py). Three runs:
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))  # the tests' helpers: tiny params, a temporary Pr
 OUT = REPO / "benchmarks" / "results" / "retrain-resume.json"
 FLOW = """
 import json, sys
-from flows.lifecycle import retrain
+from flows.lifecycle.loop import retrain
 result = retrain(sys.argv[1], sys.argv[2].split(","))
 print("RESULT " + json.dumps(result))
 """

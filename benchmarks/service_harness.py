@@ -34,9 +34,9 @@ def build_tiny_models(out: Path) -> Path:
         TopicConfig,
         TriggerConfig,
     )
+    from pipelines.data.synth.world import generate_world
     from pipelines.stages import answer, retrieve, tone, topic, trigger
-    from pipelines.stages.classifier import build_tiny_encoder
-    from pipelines.synth.world import generate_world
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     world = generate_world(SynthConfig(days=1, cases_per_day=60, drift_from_day=None), seed=3)
     cases = [c for day in world.days for c in day.cases]

@@ -39,18 +39,18 @@ from transformers import (
 )
 
 from pipelines.config import TopicConfig
-from pipelines.dataset import split_cases
-from pipelines.importers.intents import import_banking77
+from pipelines.data.dataset import split_cases
+from pipelines.data.importers.intents import import_banking77
 from pipelines.stages import topic
-from pipelines.stages.classifier import encode, resolve_base_model
-from pipelines.stages.classifier_train import (
+from pipelines.stages.encoder.classifier import encode, resolve_base_model
+from pipelines.stages.encoder.classifier_train import (
     _Encoded,
     _weighted_loss,
     class_weights,
     init_head_from_probe,
 )
-from pipelines.stages.pooled import build_classifier
-from pipelines.training import set_torch_threads, training_arguments
+from pipelines.stages.encoder.pooled import build_classifier
+from pipelines.stages.training import set_torch_threads, training_arguments
 
 
 class Data:

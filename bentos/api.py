@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.contract import Suggestion
+from pipelines.data.contract import Suggestion
 
 MAX_MESSAGE_CHARS = 4000
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from monitoring.prediction_log import PredictionLog
+    from monitoring.log.store import PredictionLog
 
 log = logging.getLogger("casepilot.service")
 REDACTION_FAILED = "<REDACTION_FAILED>"
@@ -25,7 +25,7 @@ REDACTION_FAILED = "<REDACTION_FAILED>"
 
 def redacted(text: str) -> str:
     """The text with PII replaced; a placeholder if redaction fails (raw text is never logged)."""
-    from pipelines.redact import redact_text
+    from pipelines.data.redact import redact_text
 
     try:
         return redact_text(text).text
@@ -50,7 +50,7 @@ def store_feedback(
     404: no suggestion was logged for the case; 409: the case already has different feedback;
     the same feedback again is a retry (200, not stored twice).
     """
-    from pipelines.contract import Feedback
+    from pipelines.data.contract import Feedback
 
     key, text = stored_case_id(case_id), redacted(reply)
     with lock:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.cascade import Cascade, stage_version
-from pipelines.contract import STAGES
+from pipelines.data.contract import STAGES
 
 if TYPE_CHECKING:
     from pipelines.config import Params
@@ -111,7 +111,7 @@ class RegistrySource:
         self.store_identity = identity
 
     def resolve(self, alias: str) -> dict[str, StageRef]:
-        from pipelines.registry import resolve_cascade_dirs
+        from pipelines.registry.register import resolve_cascade_dirs
 
         self.check_store()
         resolved = resolve_cascade_dirs(self.params, alias)

@@ -56,7 +56,7 @@ from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Re
 from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
 from bentos.surfaces import bounded_metrics, install_log_filter
 from pipelines.config import Params, load_params
-from pipelines.contract import PredictionRecord, Suggestion, Turn
+from pipelines.data.contract import PredictionRecord, Suggestion, Turn
 
 log = logging.getLogger("casepilot.service")
 
@@ -112,8 +112,8 @@ class CopilotService:
     """Serves the champion cascade; shadows the challenger; logs every request and feedback."""
 
     def __init__(self) -> None:
-        from monitoring.prediction_log import PredictionLog
-        from monitoring.prediction_writer import BufferedPredictionWriter
+        from monitoring.log.store import PredictionLog
+        from monitoring.log.writer import BufferedPredictionWriter
 
         install_log_filter()
         self._closing = threading.Event()
@@ -192,7 +192,7 @@ class CopilotService:
 
     @staticmethod
     def _load_stage(stage: str, local_dir: Path) -> Any:
-        from pipelines.registry import load_stage_folder
+        from pipelines.registry.register import load_stage_folder
 
         return load_stage_folder(stage, local_dir, qdrant_location=serve_params().qdrant_location)
 
@@ -220,7 +220,7 @@ class CopilotService:
 
     def _record(self, result: ShadowResult) -> None:
         """Add the shadow's outcome to the request's row (written when the champion answered)."""
-        from monitoring.prediction_log import ShadowUpdate
+        from monitoring.log.store import ShadowUpdate
 
         job = result.job
         metrics()["shadow"].labels(outcome=result.outcome).inc()
@@ -235,7 +235,7 @@ class CopilotService:
 
     async def _commit(self, job: ShadowJob) -> bool:
         """Write the champion's row (redacted) and wait for its commit; False if it timed out."""
-        from monitoring.prediction_writer import WriterFull
+        from monitoring.log.writer import WriterFull
 
         timeout = serve_params().serve.log_commit_timeout_s
 

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bentos.inflight import InFlight
-from pipelines.contract import Suggestion, Turn
+from pipelines.data.contract import Suggestion, Turn
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The workspace lives in `CASEPILOT_HOME/evidently` (`evidently ui --workspace` se
 monitoring run adds one snapshot holding the drift report and the online metrics (as `MeanValue`
 metrics, see `monitoring.drift.compute_drift(tracked=...)`), so every panel is a metric over time.
 The "Reviewed" tab plots the latest reviewed day of the review queue (`tracked_values`: the
-online metrics plus `monitoring.review_run.latest_values`): reviewed correctness with its 95%
+online metrics plus `monitoring.review.run.latest_values`): reviewed correctness with its 95%
 interval next to the match rate, and the label-free estimates' error against it.
 """
 
@@ -126,7 +126,7 @@ ALL_PANELS = (*PANELS, *REVIEW_PANELS)
 def tracked_values(params: Params, online: OnlineMetrics) -> dict[str, float]:
     """What a monitoring snapshot stores besides drift: the window's online metrics and the
     latest reviewed day's figures (empty until the review queue has labels)."""
-    from monitoring.review_run import latest_values
+    from monitoring.review.run import latest_values
 
     return {**online.as_values(), **latest_values(params)}
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipelines.config import MonitorConfig
-from pipelines.contract import LabeledCase
+from pipelines.data.contract import LabeledCase
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,7 +104,7 @@ def drift_frame_from_window(window: pd.DataFrame) -> pd.DataFrame:
 def _with_embeddings(frame: pd.DataFrame, embedder_name: str) -> tuple[pd.DataFrame, list[str]]:
     import pandas as pd
 
-    from pipelines.embedder import load_embedder
+    from pipelines.stages.encoder.embedder import load_embedder
 
     vectors = load_embedder(embedder_name).embed(frame["message"].astype(str).tolist())
     columns = [f"emb_{i:03d}" for i in range(vectors.shape[1])]

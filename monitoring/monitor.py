@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitoring.alert_rules import AlertDecision, breach_n_of_m
 from monitoring.dashboard import MonitoringRun, tracked_values, write_monitoring_run
 from monitoring.drift import (
     DriftResult,
@@ -22,9 +21,10 @@ from monitoring.drift import (
     drift_frame_from_cases,
     drift_frame_from_window,
 )
+from monitoring.notify.rules import AlertDecision, breach_n_of_m
 from monitoring.online import OnlineMetrics, online_metrics
 from pipelines.config import Params
-from pipelines.contract import LabeledCase
+from pipelines.data.contract import LabeledCase
 
 if TYPE_CHECKING:
     import pandas as pd

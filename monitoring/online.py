@@ -1,7 +1,7 @@
 """Online metrics of a prediction-log window: match rate, acceptance, coverage, abstains, accuracy.
 
 - match rate: share of cases with feedback whose champion suggestion matches the reply the agent
-  sent (`monitoring.promotion.suggestion_matches`; an abstention is a miss). Champion and shadow
+  sent (`monitoring.decisions.promotion.suggestion_matches`; an abstention is a miss). Champion and shadow
   are also compared on the *same* cases (`shadow_stats_from_window`).
 - acceptance: of the cases shown a suggestion that have feedback, the share the agent used.
 - coverage: share of requests that got a suggestion; abstain rate: share stopped at each stage.
@@ -13,7 +13,7 @@
   model was calibrated on (it over-estimates under strong shift, so it is a warning light).
 - before/after a promotion (`rollback_stats`): the old champion's match outcomes before it and the
   new champion's since, told apart by the stage version each request logged — the inputs of the
-  automatic rollback (`monitoring.promotion.should_roll_back`, flows/lifecycle_rollback.py).
+  automatic rollback (`monitoring.decisions.promotion.should_roll_back`, flows/lifecycle/rollback.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from monitoring.promotion import ShadowStats, shadow_stats_from_window, suggestion_matches
-from pipelines.contract import STAGES
+from monitoring.decisions.promotion import ShadowStats, shadow_stats_from_window, suggestion_matches
+from pipelines.data.contract import STAGES
 
 if TYPE_CHECKING:
     from datetime import datetime

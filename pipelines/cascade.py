@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines.contract import STAGES, Stage, Suggestion, Turn
+from pipelines.data.contract import STAGES, Stage, Suggestion, Turn
 from pipelines.stages.answer import AnswerInput
 
 Context = Sequence[Turn]

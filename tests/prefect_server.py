@@ -43,7 +43,7 @@ def _stop(process: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def prefect_server(root: Path) -> Iterator[str]:
     """Start `prefect server start` with its own database under `root`; yield the API URL."""
-    from flows.services import free_port
+    from flows.platform.services import free_port
 
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()

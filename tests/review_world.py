@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from monitoring.prediction_log import PredictionLog
+from monitoring.log.store import PredictionLog
 from pipelines.config import SynthConfig
-from pipelines.contract import Feedback, LabeledCase, PredictionRecord, Suggestion
-from pipelines.synth import generate_world
+from pipelines.data.contract import Feedback, LabeledCase, PredictionRecord, Suggestion
+from pipelines.data.synth import generate_world
 
 if TYPE_CHECKING:
     from pipelines.config import Params
@@ -115,8 +115,8 @@ def reviewed_day(params: Params, day: str, *, shadow_wrong: bool = False) -> lis
     Returns the world's cases."""
     from dataclasses import replace
 
-    from monitoring.review_run import draw_day, summarise_day
-    from monitoring.review_simulate import true_label
+    from monitoring.review.run import draw_day, summarise_day
+    from monitoring.review.simulate import true_label
 
     cases = world_cases(cases_per_day=60, days=1)
     truth = {c.case_id: c for c in cases}

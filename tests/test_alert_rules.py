@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.alert_rules import breach_n_of_m
+from monitoring.notify.rules import breach_n_of_m
 
 
 @pytest.mark.parametrize(

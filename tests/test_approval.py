@@ -18,8 +18,10 @@ import test_registry
 from test_paging import Receiver
 from test_registry import _register, winning_decision
 
-from monitoring.promotion import ShadowStats
-from pipelines.approval import (
+from monitoring.decisions.promotion import ShadowStats
+from pipelines.config import Params, params_from_mapping
+from pipelines.home import Home
+from pipelines.registry.approval import (
     APPROVED_AT,
     EVIDENCE,
     PromotionRefused,
@@ -29,10 +31,8 @@ from pipelines.approval import (
     approve_version,
     request_promotion,
 )
-from pipelines.approval_ledger import UNAUTHENTICATED
-from pipelines.config import Params, params_from_mapping
-from pipelines.home import Home
-from pipelines.registry import (
+from pipelines.registry.approval_ledger import UNAUTHENTICATED
+from pipelines.registry.register import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
@@ -43,7 +43,7 @@ from pipelines.registry import (
     resolve_cascade_dirs,
     resolve_stage,
 )
-from pipelines.registry_rollback import auto_rollback, rollback_champion
+from pipelines.registry.rollback import auto_rollback, rollback_champion
 
 PASSING = {"accuracy": 0.9}
 TAG = "casepilot.approved_by"
@@ -114,7 +114,7 @@ def test_a_request_reads_as_requested_only_once_it_is_whole(
     when a new request replaces an older one."""
     from mlflow import MlflowClient
 
-    from pipelines.approval import REQUEST_RUN, REQUESTED
+    from pipelines.registry.approval import REQUEST_RUN, REQUESTED
 
     name, _, v2 = _champion_and_challenger(params, stage_dir)
     seen: list[tuple[str, dict[str, str]]] = []
@@ -148,7 +148,7 @@ def test_promotion_is_refused_with_approval_but_no_request(params, stage_dir) ->
 
 
 def test_an_approval_binds_the_request_its_evidence_and_other_people(params, stage_dir) -> None:
-    from monitoring.promotion import decide_promotion
+    from monitoring.decisions.promotion import decide_promotion
 
     name, v1, v2 = _champion_and_challenger(params, stage_dir)
     tie = ShadowStats("x", {"a": True, "b": False})
@@ -294,7 +294,7 @@ def test_cli_promote_refuses_without_approval_and_rolls_back(
     import yaml
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     params = make_params(tmp_path, store)
     monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))
@@ -339,7 +339,7 @@ def test_the_monitor_check_rolls_back_a_regressed_champion_once_and_pages(
 ) -> None:
     from test_promotion import REPLY, WRONG, log_served
 
-    from flows.lifecycle_rollback import check_rollbacks
+    from flows.lifecycle.rollback import check_rollbacks
 
     params = make_params(tmp_path, store, receiver.url)
     name, v1, v2 = _champion_and_challenger(params, stage_dir)
@@ -387,7 +387,7 @@ def test_cli_bootstrap_refuses_a_version_that_failed_its_gates_unless_forced(
     import yaml
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     params = make_params(tmp_path, store)
     monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))
@@ -424,7 +424,7 @@ def test_a_version_restored_by_the_monitor_is_not_rolled_back_again(
 ) -> None:
     from test_promotion import REPLY, WRONG, log_served
 
-    from flows.lifecycle_rollback import check_rollbacks
+    from flows.lifecycle.rollback import check_rollbacks
 
     params = make_params(tmp_path, store)
     name, v1, v2 = _champion_and_challenger(params, stage_dir)

@@ -1,7 +1,7 @@
 """Approvals against a real `mlflow server --app-name basic-auth` with casepilot's users.
 
-One server for the module (started by flows/services.py on 127.0.0.1, users, roles and approvals
-ledgers set up by flows/mlflow_auth.py exactly as `casepilot up` does). The clients sign in
+One server for the module (started by flows/platform/services.py on 127.0.0.1, users, roles and approvals
+ledgers set up by flows/platform/mlflow_auth.py exactly as `casepilot up` does). The clients sign in
 through MLflow's own MLFLOW_TRACKING_USERNAME/PASSWORD: the server decides who they are.
 """
 
@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from test_registry import winning_decision
 
-from flows import mlflow_auth
-from flows.services import free_port, start_mlflow_server, stop_mlflow_server
-from pipelines.approval import (
+from flows.platform import mlflow_auth
+from flows.platform.services import free_port, start_mlflow_server, stop_mlflow_server
+from pipelines.config import Params, params_from_mapping
+from pipelines.home import Home
+from pipelines.registry.approval import (
     APPROVAL_RUN,
     REQUEST_RUN,
     PromotionRefused,
@@ -29,16 +31,14 @@ from pipelines.approval import (
     refuse_unapproved_champion,
     request_promotion,
 )
-from pipelines.approval_ledger import (
+from pipelines.registry.approval_ledger import (
     AUTHENTICATED,
     ROOT,
     read_ledgers,
     signed_in,
     stored_sign_in,
 )
-from pipelines.config import Params, params_from_mapping
-from pipelines.home import Home
-from pipelines.registry import (
+from pipelines.registry.register import (
     CHALLENGER,
     CHAMPION,
     aliases_of,

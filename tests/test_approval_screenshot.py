@@ -13,11 +13,11 @@ from test_approval_auth import STAGE, _new_version
 from test_registry import winning_decision
 from test_ui_screenshots import assert_not_blank, pytestmark, render  # noqa: F401 - slow, skipif
 
-from flows.services import free_port, start_mlflow_server, stop_mlflow_server
-from pipelines.approval import request_promotion
+from flows.platform.services import free_port, start_mlflow_server, stop_mlflow_server
 from pipelines.config import params_from_mapping
 from pipelines.home import Home
-from pipelines.registry import bootstrap_champion
+from pipelines.registry.approval import request_promotion
+from pipelines.registry.register import bootstrap_champion
 
 
 def test_the_version_page_shows_the_request_its_evidence_and_how_to_approve(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.calibration import (
+from pipelines.evaluate.calibration import (
     fit_temperature,
     negative_log_likelihood,
     softmax,
     threshold_for_precision,
     threshold_for_recall,
 )
-from pipelines.evaluation import (
+from pipelines.evaluate.evaluation import (
     classification_metrics,
     expected_calibration_error,
     plot_confusion_matrix,

@@ -16,12 +16,12 @@ import pytest
 
 from pipelines.cascade import Cascade
 from pipelines.config import RetrieveConfig
-from pipelines.contract import Suggestion
-from pipelines.embedder import load_embedder
-from pipelines.evaluate_cascade import evaluate_cascade, reason_kind
+from pipelines.data.contract import Suggestion
+from pipelines.evaluate.cascade import evaluate_cascade, reason_kind
+from pipelines.evaluate.text_metrics import faithfulness, groundedness, tone_score
 from pipelines.stages import retrieve
 from pipelines.stages.answer import AnswerInput, AnswerPrediction
-from pipelines.text_metrics import faithfulness, groundedness, tone_score
+from pipelines.stages.encoder.embedder import load_embedder
 from tests.test_retrieve import MESSAGES, REPLIES, case, toy_cases, toy_docs
 
 CHIT_CHAT = [
@@ -229,7 +229,7 @@ def test_a_retrieved_reply_is_not_rewritten_by_tone(cascade) -> None:
 def test_answer_returns_the_near_exact_retrieved_reply_when_generation_is_unsure() -> None:
     from pipelines.config import AnswerConfig
     from pipelines.stages.answer import AnswerModel, RetrievedReply
-    from pipelines.stages.generator import Generated
+    from pipelines.stages.decoder.generator import Generated
 
     model = AnswerModel(None, None, AnswerConfig(retrieved_match_similarity=0.65), {})
     reply = REPLIES["refund_status"]
@@ -300,7 +300,7 @@ def test_cascade_loads_every_real_stage_from_dirs(tmp_path) -> None:
     from pipelines.cascade import load_cascade_from_dirs
     from pipelines.config import AnswerConfig, ToneConfig, TopicConfig, TriggerConfig
     from pipelines.stages import answer, tone, topic, trigger
-    from pipelines.stages.classifier import build_tiny_encoder
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     cases = [
         c.model_copy(update={"reply_draft": c.agent_reply.replace("I've", "I have")})
@@ -360,8 +360,8 @@ def test_cascade_loads_every_real_stage_from_dirs(tmp_path) -> None:
 
     from typer.testing import CliRunner
 
-    from flows.cli import app
-    from pipelines.contract import write_jsonl
+    from flows.cli.main import app
+    from pipelines.data.contract import write_jsonl
 
     write_jsonl(cases, tmp_path / "val.jsonl")
     runner = CliRunner()
@@ -396,7 +396,7 @@ def test_cascade_evaluation_is_logged_to_mlflow(cascade, home) -> None:
     import mlflow
 
     from pipelines.config import params_from_mapping
-    from pipelines.evaluate_cascade import log_to_mlflow
+    from pipelines.evaluate.cascade import log_to_mlflow
 
     params = params_from_mapping({}, home=home, env={})
     val = [

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from pipelines.config import TopicConfig, TriggerConfig
-from pipelines.contract import LabeledCase, Turn, write_jsonl
+from pipelines.data.contract import LabeledCase, Turn, write_jsonl
 from pipelines.stages import topic, trigger
-from pipelines.stages.classifier import build_tiny_encoder, context_text
-from pipelines.stages.classifier_train import class_weights
+from pipelines.stages.encoder.classifier import build_tiny_encoder, context_text
+from pipelines.stages.encoder.classifier_train import class_weights
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 # Fine-tuning MiniLM twice takes ~2 min on 2 idle cores; far longer on a shared, loaded box.
@@ -138,8 +138,8 @@ def test_mean_pooled_topic_saves_its_own_type_and_loads_padded_and_quantized(
 
     import torch
 
-    from pipelines.quantize_methods import load_sequence_classifier
-    from pipelines.stages.pooled import MODEL_TYPE
+    from pipelines.quantize.methods import load_sequence_classifier
+    from pipelines.stages.encoder.pooled import MODEL_TYPE
 
     cases = _toy_cases()
     out = topic.train(_tiny(TopicConfig, tiny_base, max_steps=4), cases, cases, tmp_path / "t")
@@ -166,7 +166,7 @@ def test_linear_probe_head_starts_where_the_probe_is(tiny_base: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoTokenizer
 
-    from pipelines.stages.pooled import build_classifier, fit_linear_probe, head_features
+    from pipelines.stages.encoder.pooled import build_classifier, fit_linear_probe, head_features
 
     cases = _toy_cases()
     labels = topic.topic_labels(cases)
@@ -212,7 +212,7 @@ def test_cli_trains_evaluates_and_logs_to_mlflow(tiny_base: Path, tmp_path: Path
     import mlflow
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
     from pipelines.config import load_params
 
     cases = tmp_path / "cases.jsonl"
@@ -273,8 +273,8 @@ def test_cli_trains_evaluates_and_logs_to_mlflow(tiny_base: Path, tmp_path: Path
 def synth_models(tmp_path_factory: pytest.TempPathFactory):
     """Trigger and topic fine-tuned from MiniLM on 3 synthetic days (trained once per module)."""
     from pipelines.config import SynthConfig
-    from pipelines.dataset import split_cases
-    from pipelines.synth import generate_world
+    from pipelines.data.dataset import split_cases
+    from pipelines.data.synth import generate_world
 
     world = generate_world(SynthConfig(), seed=7, days=3)
     cases = [c for day in world.days for c in day.cases]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract import (
+from pipelines.data.contract import (
     ContractError,
     Feedback,
     KnowledgeDoc,

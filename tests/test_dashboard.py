@@ -20,8 +20,8 @@ from monitoring.drift import compute_drift, drift_frame_from_cases, drift_frame_
 from monitoring.monitor import history_path, load_history, run_monitor
 from monitoring.online import online_metrics
 from pipelines.config import Params, SynthConfig
+from pipelines.data.synth import generate_world
 from pipelines.home import Home
-from pipelines.synth import generate_world
 from tests.test_online import CASES, T0, write_log
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipelines.stages.decoding import prefill_buckets
+from pipelines.stages.decoder.decoding import prefill_buckets
 
 
 def _padding_share(lengths: list[int]) -> float:

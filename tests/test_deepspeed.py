@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from pipelines.config import TopicConfig
-from pipelines.contract import LabeledCase, write_jsonl
-from pipelines.stages.classifier import build_tiny_encoder
-from pipelines.training import training_arguments
+from pipelines.data.contract import LabeledCase, write_jsonl
+from pipelines.stages.encoder.classifier import build_tiny_encoder
+from pipelines.stages.training import training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO2 = REPO / "configs" / "deepspeed" / "zero2.json"
@@ -80,7 +80,7 @@ def test_zero2_on_cpu_trains_and_saves_safetensors(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "flows.cli_train_classifiers",
+            "flows.cli.train_classifiers",
             "train",
             "topic",
             "--cases",

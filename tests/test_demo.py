@@ -16,7 +16,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from flows.demo_params import DEMO_OVERLAY
+from flows.demo.params import DEMO_OVERLAY
 from pipelines.home import Home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +30,8 @@ SYNTH = {"days": 5, "cases_per_day": 400, "drift_from_day": 3, "drift_topic_shar
 def tiny_overlay(folder: Path) -> Path:
     """A demo overlay with a tiny encoder (vocabulary of the same world) and tiny generators."""
     from pipelines.config import SynthConfig
-    from pipelines.stages.classifier import build_tiny_encoder
-    from pipelines.synth.world import generate_world
+    from pipelines.data.synth.world import generate_world
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     world = generate_world(SynthConfig(**SYNTH))
     texts = [c.message for day in world.days for c in day.cases]
@@ -106,7 +106,7 @@ def tiny_overlay(folder: Path) -> Path:
 
 
 def test_overlay_merges_into_params_and_plans_the_days(home: Home, tmp_path: Path) -> None:
-    from flows.demo_params import demo_setup
+    from flows.demo.params import demo_setup
 
     setup = demo_setup(Path("params.yaml"), (DEMO_OVERLAY,), home=home)
     assert setup.params.topic.max_steps == 100 and setup.params.topic.base_model == "minilm"
@@ -127,7 +127,7 @@ def test_overlay_merges_into_params_and_plans_the_days(home: Home, tmp_path: Pat
     ],
 )
 def test_bad_demo_settings_name_the_key(home: Home, tmp_path: Path, overlay, names) -> None:
-    from flows.demo_params import demo_setup
+    from flows.demo.params import demo_setup
     from pipelines.config import ConfigError
 
     extra = tmp_path / "bad.yaml"
@@ -137,8 +137,8 @@ def test_bad_demo_settings_name_the_key(home: Home, tmp_path: Path, overlay, nam
 
 
 def test_page_receiver_gets_a_real_webhook_page(home: Home) -> None:
-    from flows.demo_receiver import page_receiver
-    from monitoring.paging import PageEvent, page
+    from flows.demo.receiver import page_receiver
+    from monitoring.notify.paging import PageEvent, page
     from pipelines.config import params_from_mapping
 
     with page_receiver() as receiver:
@@ -160,7 +160,7 @@ LIFECYCLE = ("retrain", "monitor", "promote")
 def test_demo_drives_the_deployed_platform_through_the_whole_loop(
     home: Home, tmp_path: Path
 ) -> None:
-    from flows.demo import run_demo
+    from flows.demo.main import run_demo
 
     console = Console(record=True, width=160)
     summary = run_demo(
@@ -207,9 +207,9 @@ def test_demo_drives_the_deployed_platform_through_the_whole_loop(
 
     # no planted PII anywhere in the platform's state outside quarantine (the raw world and its
     # landing folder belong to the outside world, beside CASEPILOT_HOME)
-    from flows.demo import demo_home, outside_world
-    from pipelines.pii.scan import scan_home
-    from pipelines.pii.world_planted import planted_values
+    from flows.demo.main import demo_home, outside_world
+    from pipelines.data.pii.scan import scan_home
+    from pipelines.data.pii.world_planted import planted_values
 
     state = demo_home(home)
     planted = planted_values(outside_world(state) / "world" / "manifest.json")

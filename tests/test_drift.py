@@ -14,7 +14,7 @@ from monitoring.drift import (
     drift_frame_from_window,
 )
 from pipelines.config import MonitorConfig, SynthConfig
-from pipelines.synth import generate_world
+from pipelines.data.synth import generate_world
 
 CFG = MonitorConfig()
 

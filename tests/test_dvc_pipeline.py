@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 
 from pipelines.home import Home
-from pipelines.lineage import dvc_data_version
+from pipelines.registry.lineage import dvc_data_version
 
 BIN = Path(sys.executable).parent
 MODEL_STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
@@ -71,7 +71,7 @@ TONE_AND_DOWNSTREAM = {
 def _split(tmp_path: Path, accepted: Path, share: float = 0.25) -> tuple[int, str, str]:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     params = tmp_path / "params.yaml"
     params.write_text(json.dumps({"data": {"validation_share": share, "split_seed": 3}}))
@@ -84,8 +84,8 @@ def _split(tmp_path: Path, accepted: Path, share: float = 0.25) -> tuple[int, st
 
 
 def test_split_writes_a_fixed_disjoint_stratified_split(home: Home, tmp_path: Path) -> None:
-    from pipelines.contract import LabeledCase, read_jsonl, write_parquet
-    from pipelines.dataset import stratum
+    from pipelines.data.contract import LabeledCase, read_jsonl, write_parquet
+    from pipelines.data.dataset import stratum
 
     cases = read_jsonl(REPO / "tests" / "fixtures" / "intake" / "good.jsonl", LabeledCase)
     accepted = tmp_path / "accepted"

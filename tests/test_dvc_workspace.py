@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from pipelines.dvc_run import check_stages, model_stage_of, plan
-from pipelines.dvc_workspace import DVCIGNORE, dvc_workspace
 from pipelines.home import Home
+from pipelines.repro.run import check_stages, model_stage_of, plan
+from pipelines.repro.workspace import DVCIGNORE, dvc_workspace
 
 SHARED = ["synth", "intake", "validate", "split"]
 PER_STAGE = ("train", "quantize", "evaluate", "register")
@@ -93,7 +93,7 @@ def test_the_plan_is_the_selected_stages_dependencies_first(home: Home, tmp_path
 def test_cli_prints_the_workspace_and_refuses_unknown_stages(home: Home, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
@@ -123,12 +123,12 @@ def test_a_stage_group_stops_once_the_retrain_running_it_is_killed(tmp_path: Pat
     import os
     import time
 
-    from pipelines.stage_guard import RUNNER_ENV, exit_with_runner, runner_token
+    from pipelines.repro.guard import RUNNER_ENV, exit_with_runner, runner_token
 
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     stage_code = (
         "import subprocess, time\n"
-        "from pipelines.stage_guard import exit_with_runner\n"
+        "from pipelines.repro.guard import exit_with_runner\n"
         "assert exit_with_runner(poll_s=0.1)\n"
         "subprocess.Popen(['sleep', '120'])  # what a stage command starts goes too\n"
         "print('training', flush=True)\n"

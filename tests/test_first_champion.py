@@ -17,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.contract import STAGES
+from pipelines.data.contract import STAGES
 from pipelines.home import Home
 
 
 def _register(params, stage: str, tmp: Path, **metrics: float) -> str:
-    from pipelines.lineage import stage_lineage
-    from pipelines.registry import register_stage
+    from pipelines.registry.lineage import stage_lineage
+    from pipelines.registry.register import register_stage
 
     folder = tmp / f"{stage}-{len(list(tmp.glob(f'{stage}-*')))}"
     folder.mkdir()
@@ -35,10 +35,10 @@ def _register(params, stage: str, tmp: Path, **metrics: float) -> str:
 def test_a_first_champion_cascade_is_requested_whole_or_not_at_all(
     home: Home, tmp_path: Path
 ) -> None:
-    from flows.lifecycle_decide import decide_challengers
-    from pipelines.approval import REQUESTED
+    from flows.lifecycle.decide import decide_challengers
     from pipelines.config import load_params
-    from pipelines.registry import registered_model_name, registry_client
+    from pipelines.registry.approval import REQUESTED
+    from pipelines.registry.register import registered_model_name, registry_client
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({
@@ -70,9 +70,9 @@ def test_a_first_champion_cascade_is_requested_whole_or_not_at_all(
     assert tone[REQUESTED] == "true"
 
     # the first champion cascade moves whole: with one stage unapproved, nothing moves
-    from flows.lifecycle_promote import promote_stages
-    from pipelines.approval import approve_version
-    from pipelines.registry import CHAMPION, aliases_of
+    from flows.lifecycle.promote import promote_stages
+    from pipelines.registry.approval import approve_version
+    from pipelines.registry.register import CHAMPION, aliases_of
 
     for stage in STAGES[:-1]:
         approve_version(params, stage, "jane.doe")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import AnswerConfig, ToneConfig
-from pipelines.contract import KnowledgeDoc, LabeledCase
+from pipelines.data.contract import KnowledgeDoc, LabeledCase
 from pipelines.stages import answer, tone
 from pipelines.stages.answer import AnswerInput, RetrievedReply
 
@@ -83,7 +83,7 @@ def _transformers_greedy(model: answer.AnswerModel, prompt: str) -> tuple[str, i
     """transformers' own greedy `generate` on one prompt: the reference the stages must match."""
     import torch
 
-    from pipelines.stages.generator import prompt_ids
+    from pipelines.stages.decoder.generator import prompt_ids
 
     cfg = model.cfg
     ids = prompt_ids(model.tokenizer, prompt, max(cfg.max_length - cfg.max_new_tokens, 8))
@@ -247,8 +247,8 @@ def test_missing_stage_folder_names_the_fix(tmp_path: Path):
 def test_cli_trains_and_evaluates_answer(tmp_path: Path, home):
     from typer.testing import CliRunner
 
-    from flows.cli import app
-    from pipelines.contract import write_jsonl
+    from flows.cli.main import app
+    from pipelines.data.contract import write_jsonl
 
     write_jsonl(_cases(2), tmp_path / "cases.jsonl")
     write_jsonl(DOCS, tmp_path / "docs.jsonl")

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipelines.contract import KnowledgeDoc, LabeledCase, read_jsonl, write_jsonl
-from pipelines.importers import (
+from flows.cli.main import app
+from pipelines.data.contract import KnowledgeDoc, LabeledCase, read_jsonl, write_jsonl
+from pipelines.data.importers import (
     CLINC_EVAL,
     CLINC_TRAIN,
     DATASETS,

@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from conftest import REPO, postgres_url
 from typer.testing import CliRunner
 
-from monitoring.alerts import Alert, read_alerts, send_alert
+from monitoring.notify.alerts import Alert, read_alerts, send_alert
 from pipelines.config import Params, params_from_mapping
+from pipelines.data.intake import list_quarantine, load_accepted, release, run_intake
+from pipelines.data.intake.ledger import Ledger
 from pipelines.home import Home
-from pipelines.intake import list_quarantine, load_accepted, release, run_intake
-from pipelines.intake.ledger import Ledger
-from pipelines.lineage import dvc_data_version
+from pipelines.registry.lineage import dvc_data_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "intake"
 # No reference checks (no MiniLM load): these tests are about moving batches, not judging them.
@@ -215,7 +215,7 @@ def scan_pii(text: str) -> list[str]:
 @pytest.mark.slow
 def test_planted_pii_never_reaches_the_accepted_dataset(home: Home) -> None:
     from pipelines.config import SynthConfig
-    from pipelines.synth import generate_world
+    from pipelines.data.synth import generate_world
 
     world = generate_world(
         SynthConfig(cases_per_day=1000, pii_share=1.0, drift_from_day=None), seed=11, days=1
@@ -247,7 +247,7 @@ def test_send_alert_appends_json_lines(home: Home) -> None:
 def test_cli_intake_list_and_release(
     home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.cli import app
+    from flows.cli.main import app
 
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(json.dumps({"data": {"validation": NO_REFERENCE}}))

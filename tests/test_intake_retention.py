@@ -8,11 +8,11 @@ from pathlib import Path
 
 from test_intake import fixture_rows, make_params, write_batch
 
+from pipelines.data.intake import list_quarantine, load_accepted, release, run_intake
+from pipelines.data.intake.ledger import Ledger
+from pipelines.data.intake.retention import purge_raw
+from pipelines.data.intake.store import IntakePaths
 from pipelines.home import Home
-from pipelines.intake import list_quarantine, load_accepted, release, run_intake
-from pipelines.intake.ledger import Ledger
-from pipelines.intake.retention import purge_raw
-from pipelines.intake.store import IntakePaths
 
 CARD = "4111 1111 1111 1111"
 

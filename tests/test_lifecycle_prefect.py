@@ -28,10 +28,10 @@ import test_registry
 import yaml
 
 from pipelines.config import SynthConfig, load_params
-from pipelines.contract import PredictionRecord, Suggestion
+from pipelines.data.contract import PredictionRecord, Suggestion
+from pipelines.data.intake.store import IntakePaths, write_accepted
+from pipelines.data.synth import generate_world
 from pipelines.home import Home
-from pipelines.intake.store import IntakePaths, write_accepted
-from pipelines.synth import generate_world
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -65,8 +65,8 @@ def harness() -> Iterator[None]:
 
 @pytest.mark.slow  # the test harness starts a temporary Prefect server first
 def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Path) -> None:
-    from flows.lifecycle import retrain
-    from monitoring.alerts import read_alerts
+    from flows.lifecycle.loop import retrain
+    from monitoring.notify.alerts import read_alerts
 
     params_file = _write_params(tmp_path / "params.yaml", {})
     state = retrain(str(params_file), ["no-such-stage"], return_state=True)
@@ -83,8 +83,8 @@ def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Pat
 def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
     harness: None, home: Home, tmp_path: Path
 ) -> None:
-    from flows.lifecycle import monitor
-    from monitoring.alerts import read_alerts
+    from flows.lifecycle.loop import monitor
+    from monitoring.notify.alerts import read_alerts
 
     params_file = _write_params(
         tmp_path / "params.yaml",
@@ -94,7 +94,7 @@ def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
         },
     )
     # a full window of traffic (so it is judged), but no training data to compare it with
-    from monitoring.prediction_log import PredictionLog
+    from monitoring.log.store import PredictionLog
 
     log = PredictionLog.from_url(load_params(params_file).prediction_log_url)
     start = datetime.now(UTC) - timedelta(minutes=30)
@@ -128,7 +128,7 @@ def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
 
 
 def _free_port() -> int:
-    from flows.services import free_port
+    from flows.platform.services import free_port
 
     return free_port()
 
@@ -185,7 +185,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _drifted_prediction_log(url: str, cases: list, later: int = 0) -> None:
     """Traffic from after the world drifted, as the service would have logged it (`later`: the
     same messages again as new requests, `later` days after)."""
-    from monitoring.prediction_log import PredictionLog
+    from monitoring.log.store import PredictionLog
 
     start = datetime(2026, 11, 20 + later, 9, 0, tzinfo=UTC)
     records = [
@@ -229,7 +229,7 @@ def test_drift_breach_runs_retrain_through_the_automation(
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle_deploy import AUTOMATION
+    from flows.lifecycle.deploy import AUTOMATION
 
     world = _world(12)
     _accept(home, [c for day in range(1, 6) for c in world[day]])  # the training data
@@ -246,12 +246,12 @@ def test_drift_breach_runs_retrain_through_the_automation(
     _drifted_prediction_log(params.prediction_log_url, [c for d in range(9, 13) for c in world[d]])
     env = {**os.environ, "CASEPILOT_HOME": str(home.root), "PREFECT_API_URL": prefect_server}
 
-    out = _run([PYTHON, "-m", "flows.cli", "schedule", "--params", str(params_file)], env, 120)
+    out = _run([PYTHON, "-m", "flows.cli.main", "schedule", "--params", str(params_file)], env, 120)
     assert "retrain/casepilot" in out and AUTOMATION in out
 
     # The real monitor flow, in its own process as a worker would run it.
     monitor = (
-        "import json, sys; from flows.lifecycle import monitor; "
+        "import json, sys; from flows.lifecycle.loop import monitor; "
         "print(json.dumps(monitor(sys.argv[1])))"
     )
     out = _run([PYTHON, "-c", monitor, str(params_file)], env, 240)
@@ -301,8 +301,8 @@ def _served_around_promotion(
 ) -> None:
     """Traffic with the agents' replies: the old topic champion `before` the promotion matched
     90% of them, the new one `after` it matches a third (a forced regression)."""
-    from monitoring.prediction_log import PredictionLog
-    from pipelines.contract import Feedback
+    from monitoring.log.store import PredictionLog
+    from pipelines.data.contract import Feedback
 
     answered = [c for c in cases if c.agent_reply][:120]
     wrong = "Thanks for waiting, a courier will deliver your replacement card within five days."
@@ -344,10 +344,15 @@ def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle import monitor, promote, rollback
-    from monitoring.alerts import read_alerts
-    from pipelines.approval import approve_version, request_promotion
-    from pipelines.registry import CHAMPION, aliases_of, bootstrap_champion, registry_client
+    from flows.lifecycle.loop import monitor, promote, rollback
+    from monitoring.notify.alerts import read_alerts
+    from pipelines.registry.approval import approve_version, request_promotion
+    from pipelines.registry.register import (
+        CHAMPION,
+        aliases_of,
+        bootstrap_champion,
+        registry_client,
+    )
 
     world = _world(8)
     _accept(home, [c for day in range(1, 4) for c in world[day]])  # the monitor's reference

@@ -24,10 +24,10 @@ import pytest
 import yaml
 
 from pipelines.config import SynthConfig
-from pipelines.dvc_workspace import dvc_workspace
+from pipelines.data.synth import generate_world
 from pipelines.home import Home
-from pipelines.lineage import dvc_data_version
-from pipelines.synth import generate_world
+from pipelines.registry.lineage import dvc_data_version
+from pipelines.repro.workspace import dvc_workspace
 
 TRIGGER_STAGES = [
     "synth", "intake", "validate", "split",
@@ -49,7 +49,7 @@ def write_tiny_params(
     """`folder/params.yaml`: a two-day world (the synth stage), no reference checks, and a tiny
     BERT (built in `folder/base`) for each classifier stage in `stages`; `sections` override
     (e.g. `topic={"max_steps": 200}`). benchmarks/retrain_resume.py runs the flow on it too."""
-    from pipelines.stages.classifier import build_tiny_encoder
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     world = generate_world(SynthConfig(cases_per_day=40), seed=7, days=2)
     words = " ".join(case.message for day in world.days for case in day.cases).split()
@@ -109,7 +109,7 @@ def _mlflow_version(home: Path, name: str, version: str) -> Any:
 def test_retrain_runs_dvc_stages_and_registers_dvcs_data_version(
     harness: None, tiny_params: Path, home: Home, tmp_path: Path
 ) -> None:
-    from flows.lifecycle import retrain
+    from flows.lifecycle.loop import retrain
 
     first = retrain(str(tiny_params), ["trigger"], return_state=True)
     assert first.is_completed(), first.message

@@ -33,7 +33,7 @@ import yaml
 from prefect_server import prefect_server, process_worker
 from test_lifecycle_prefect import _accept
 
-from pipelines.contract import STAGES, Feedback, PredictionRecord
+from pipelines.data.contract import STAGES, Feedback, PredictionRecord
 from pipelines.home import Home
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,8 +107,8 @@ def _cascade(dirs: dict[str, Path], tmp: Path):
 
 def _register_world(params, models_root: Path, tmp: Path) -> dict[str, Path]:
     """Champion of every stage (trigger at its median score), then the two challengers."""
-    from pipelines.lineage import stage_lineage
-    from pipelines.registry import bootstrap_champion, register_stage
+    from pipelines.registry.lineage import stage_lineage
+    from pipelines.registry.register import bootstrap_champion, register_stage
 
     def register(stage: str, folder: Path) -> str:
         lineage = stage_lineage(params, stage, data_version="md5-test", model_dir=folder)
@@ -135,7 +135,7 @@ def _register_world(params, models_root: Path, tmp: Path) -> dict[str, Path]:
 
 def _messages() -> list[str]:
     from pipelines.config import SynthConfig
-    from pipelines.synth.world import generate_world
+    from pipelines.data.synth.world import generate_world
 
     world = generate_world(SynthConfig(days=1, cases_per_day=60, drift_from_day=None), seed=5)
     return [c.message for day in world.days for c in day.cases][:60]
@@ -143,8 +143,8 @@ def _messages() -> list[str]:
 
 def _log_traffic(params, worlds: dict, tmp: Path) -> None:
     """What the service logs: champion + whole-shadow suggestions, versions, agents' replies."""
-    from monitoring.prediction_log import PredictionLog
-    from pipelines.registry import aliases_of, registered_model_name, registry_client
+    from monitoring.log.store import PredictionLog
+    from pipelines.registry.register import aliases_of, registered_model_name, registry_client
 
     client = registry_client(params)
     refs = {}
@@ -183,7 +183,7 @@ def world(
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from test_lifecycle_prefect import _world
 
-    from flows.lifecycle import monitor
+    from flows.lifecycle.loop import monitor
     from pipelines.config import load_params
 
     tmp = tmp_path_factory.mktemp("world")
@@ -218,7 +218,7 @@ def world(
 
 
 def _challenger_tags(params, stage: str) -> dict[str, str]:
-    from pipelines.registry import aliases_of, registered_model_name, registry_client
+    from pipelines.registry.register import aliases_of, registered_model_name, registry_client
 
     client = registry_client(params)
     name = registered_model_name(params, stage)
@@ -228,8 +228,8 @@ def _challenger_tags(params, stage: str) -> dict[str, str]:
 def test_monitor_requests_only_the_improved_stage_notifies_once_and_reruns_quietly(
     world: SimpleNamespace,
 ) -> None:
-    from flows.lifecycle_decide import REJECTED
-    from pipelines.approval import REQUESTED
+    from flows.lifecycle.decide import REJECTED
+    from pipelines.registry.approval import REQUESTED
 
     decided = world.decided
     assert decided["trigger"]["status"] == "requested", decided
@@ -291,8 +291,8 @@ def serving(params_file: Path, home: Home, key: str) -> Iterator[str]:
     """`bentoml serve` of the registry's champion/challenger on 127.0.0.1; yields its URL."""
     import httpx
 
-    from flows.cli_serve import serve_command
-    from flows.services import free_port
+    from flows.cli.serve import serve_command
+    from flows.platform.services import free_port
 
     port = free_port()
     command, env = serve_command("127.0.0.1", port, params_file=params_file,
@@ -336,11 +336,11 @@ def test_approval_is_promoted_by_the_promote_deployment_and_served_without_a_fai
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle_deploy import register_deployments
-    from flows.service_key import load_or_create_api_key
-    from pipelines.approval import approve_version
+    from flows.lifecycle.deploy import register_deployments
+    from flows.platform.service_key import load_or_create_api_key
     from pipelines.config import load_params
-    from pipelines.registry import aliases_of, registered_model_name, registry_client
+    from pipelines.registry.approval import approve_version
+    from pipelines.registry.register import aliases_of, registered_model_name, registry_client
 
     params = world.params
     trigger = registered_model_name(params, "trigger")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from monitoring.log.store import PredictionLog
 from monitoring.online import online_metrics
-from monitoring.prediction_log import PredictionLog
-from pipelines.contract import Feedback, PredictionRecord, Suggestion
+from pipelines.data.contract import Feedback, PredictionRecord, Suggestion
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.paging import LOG_FILE, STATE_FILE, PageEvent, page
+from monitoring.notify.paging import LOG_FILE, STATE_FILE, PageEvent, page
 from pipelines.config import ConfigError, Params, params_from_mapping
 from pipelines.home import Home
 

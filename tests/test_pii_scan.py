@@ -15,11 +15,11 @@ from test_intake import NO_REFERENCE
 from typer.testing import CliRunner
 
 from pipelines.config import SynthConfig, params_from_mapping
+from pipelines.data.intake import run_intake
+from pipelines.data.pii.detectors import PlantedValue, detect
+from pipelines.data.pii.scan import scan_home
+from pipelines.data.pii.world_planted import planted_values
 from pipelines.home import Home
-from pipelines.intake import run_intake
-from pipelines.pii.detectors import PlantedValue, detect
-from pipelines.pii.scan import scan_home
-from pipelines.pii.world_planted import planted_values
 
 CARD, IBAN, EMAIL = "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "jo@ex.org"
 LOOK_ALIKES = (
@@ -81,7 +81,7 @@ def test_scan_finds_pii_in_every_kind_of_file_but_not_in_quarantine(tmp_path: Pa
 
 
 def test_cli_exit_codes(tmp_path: Path):
-    from flows.cli import app
+    from flows.cli.main import app
 
     runner = CliRunner()
     dirty = runner.invoke(app, ["pii", "scan", "--home", str(make_home(tmp_path / "dirty"))])
@@ -96,7 +96,7 @@ def test_cli_exit_codes(tmp_path: Path):
 
 
 def test_after_a_synthetic_intake_nothing_planted_is_left_outside_quarantine(tmp_path: Path):
-    from pipelines.synth import generate_world, write_world
+    from pipelines.data.synth import generate_world, write_world
 
     cfg = SynthConfig(days=2, cases_per_day=80, pii_share=0.5, drift_from_day=None, seed=5)
     world_dir = tmp_path / "world"  # the source system, outside the home
@@ -125,7 +125,7 @@ def test_after_a_synthetic_intake_nothing_planted_is_left_outside_quarantine(tmp
 
 @pytest.mark.parametrize("kind", ["card", "phone", "iban"])
 def test_planted_numbers_are_found_however_they_are_grouped(kind: str):
-    from pipelines.pii.detectors import PlantedIndex
+    from pipelines.data.pii.detectors import PlantedIndex
 
     value = {"card": CARD, "phone": "+44 20 7946 0958", "iban": IBAN}[kind]
     index = PlantedIndex([PlantedValue(kind, value)])

@@ -17,7 +17,7 @@ import yaml
 from test_paging import Receiver
 
 from pipelines.config import Params, params_from_mapping
-from pipelines.contract import STAGES
+from pipelines.data.contract import STAGES
 from pipelines.home import Home
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def registry(models_root: Path, receiver: Receiver, tmp_path_factory) -> tuple[Params, Path]:
     """v1 of every stage bootstrapped as champion; v2 of the trigger registered as challenger."""
-    from pipelines.lineage import Lineage
-    from pipelines.registry import bootstrap_champion, register_stage
+    from pipelines.registry.lineage import Lineage
+    from pipelines.registry.register import bootstrap_champion, register_stage
 
     root = tmp_path_factory.mktemp("predict")
     raw = {
@@ -57,8 +57,8 @@ def registry(models_root: Path, receiver: Receiver, tmp_path_factory) -> tuple[P
 def _predict(registry: tuple[Params, Path], monkeypatch, *extra: str):
     from typer.testing import CliRunner
 
-    from flows import cli_cascade
-    from flows.cli import app
+    from flows.cli import cascade as cli_cascade
+    from flows.cli.main import app
 
     params, params_file = registry
     monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))
@@ -105,8 +105,8 @@ def test_the_service_keeps_its_models_when_champion_is_unapproved(
 ) -> None:
     """Last in the module: moves `champion` around the gate, as a careless admin could."""
     from bentos.reload import RegistrySource, Reloader, StageCache
-    from pipelines.lineage import Lineage
-    from pipelines.registry import load_stage_folder, register_stage, registry_client
+    from pipelines.registry.lineage import Lineage
+    from pipelines.registry.register import load_stage_folder, register_stage, registry_client
 
     params, _ = registry
     cache = StageCache(

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import postgres_url
 
-from monitoring.prediction_log import PredictionLog
-from monitoring.prediction_writer import BufferedPredictionWriter
-from pipelines.contract import Feedback, PredictionRecord, Suggestion
+from monitoring.log.store import PredictionLog
+from monitoring.log.writer import BufferedPredictionWriter
+from pipelines.data.contract import Feedback, PredictionRecord, Suggestion
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

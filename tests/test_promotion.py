@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from monitoring.promotion import (
+from monitoring.decisions.promotion import (
     ShadowStats,
     decide_promotion,
     match_rate,
@@ -163,8 +163,8 @@ WRONG = "Our courier ships replacement cards within five days."
 def log_served(url: str, served: list[tuple[str, datetime, dict[str, str], str | None]]) -> None:
     """Write served requests (case id, time, stage versions, suggestion) to the prediction log
     at `url`, each with the agent's sent reply `REPLY` as feedback."""
-    from monitoring.prediction_log import PredictionLog
-    from pipelines.contract import Feedback, PredictionRecord, Suggestion
+    from monitoring.log.store import PredictionLog
+    from pipelines.data.contract import Feedback, PredictionRecord, Suggestion
 
     records = [
         PredictionRecord(
@@ -192,8 +192,8 @@ def log_served(url: str, served: list[tuple[str, datetime, dict[str, str], str |
 
 
 def test_rollback_stats_split_the_log_at_the_promotion_by_version(tmp_path) -> None:
+    from monitoring.log.store import PredictionLog
     from monitoring.online import rollback_stats
-    from monitoring.prediction_log import PredictionLog
 
     promoted = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     at = lambda minutes: promoted + timedelta(minutes=minutes)  # noqa: E731

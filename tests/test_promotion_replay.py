@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from monitoring.notify import apprise_urls, notify_reviewers
-from monitoring.promotion_replay import (
+from monitoring.decisions.replay import (
     evidence_key,
     joint_decision,
     joint_shadow_cases,
     stage_decision,
     stage_shadow_cases,
 )
+from monitoring.notify.channels import apprise_urls, notify_reviewers
 from pipelines.config import params_from_mapping
 from pipelines.home import Home
 
@@ -138,7 +138,7 @@ def test_log_channel_writes_the_notification(tmp_path: Path) -> None:
 
 
 def test_service_key_is_generated_once_into_a_0600_file(tmp_path: Path) -> None:
-    from flows.service_key import api_key_file, load_or_create_api_key, service_api_key
+    from flows.platform.service_key import api_key_file, load_or_create_api_key, service_api_key
 
     params = _params(tmp_path)
     assert service_api_key(params, env={}) is None
@@ -153,7 +153,7 @@ def test_service_key_is_generated_once_into_a_0600_file(tmp_path: Path) -> None:
 def test_schedules_are_crons_unless_an_interval_overrides_them(tmp_path: Path) -> None:
     from datetime import timedelta as td
 
-    from flows.lifecycle_deploy import flow_schedule
+    from flows.lifecycle.deploy import flow_schedule
 
     params = _params(tmp_path, schedule={"monitor_interval_seconds": 30})
     assert flow_schedule(params, "retrain").cron == params.schedule.retrain_cron
@@ -185,8 +185,8 @@ def test_a_loser_is_judged_with_a_challenger_that_won_alone(tmp_path: Path) -> N
     """Retrieve v2 wins alone and is requested alone; topic v2 loses alone (it names a topic
     retrieve v1 has no conversation of) but adds matches given retrieve v2: it is requested
     together with it. Trigger v2 adds nothing and keeps its own rejection."""
-    from flows.lifecycle_decide import Pending, _joint_evidence
-    from pipelines.registry_resolve import ResolvedStage
+    from flows.lifecycle.decide import Pending, _joint_evidence
+    from pipelines.registry.resolve import ResolvedStage
 
     params = _params(tmp_path, promote={"min_cases": 10})
     sent = ["your crypto payout is on its way"] * 30

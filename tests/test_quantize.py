@@ -14,11 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.config import AnswerConfig, QuantizeConfig, TopicConfig
-from pipelines.contract import write_jsonl
-from pipelines.quantize import Candidate, choose, judge, quantize_stage
-from pipelines.quantize_stages import write_variant
+from pipelines.data.contract import write_jsonl
+from pipelines.quantize.run import Candidate, choose, judge, quantize_stage
+from pipelines.quantize.stages import write_variant
 from pipelines.stages import answer, topic
-from pipelines.stages.classifier import build_tiny_encoder
+from pipelines.stages.encoder.classifier import build_tiny_encoder
 from tests.test_classifiers import _tiny, _toy_cases
 from tests.test_generators import DOCS, TINY, _cases
 
@@ -106,10 +106,10 @@ def test_cli_logs_the_candidates_to_mlflow_and_registry_tags_the_choice(
 ) -> None:
     from mlflow import MlflowClient
 
-    from flows.cli import app
+    from flows.cli.main import app
     from pipelines.config import load_params
-    from pipelines.lineage import stage_lineage
-    from pipelines.registry import register_stage
+    from pipelines.registry.lineage import stage_lineage
+    from pipelines.registry.register import register_stage
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text(
@@ -146,7 +146,7 @@ def test_cli_logs_the_candidates_to_mlflow_and_registry_tags_the_choice(
 
 
 def test_cli_names_a_folder_that_is_not_a_stage(tmp_path: Path) -> None:
-    from flows.cli import app
+    from flows.cli.main import app
 
     val = tmp_path / "val.jsonl"
     write_jsonl(_toy_cases(), val)

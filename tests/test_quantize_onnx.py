@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import QuantizeConfig, TopicConfig
-from pipelines.quantize import candidate_methods, quantize_stage
-from pipelines.quantize_methods import apply_method, recorded_method
-from pipelines.quantize_onnx import (
+from pipelines.quantize.methods import apply_method, recorded_method
+from pipelines.quantize.onnx_runtime import (
     ONNX_FILE,
     OnnxEmbedder,
     OnnxRuntimeMissing,
@@ -24,9 +23,10 @@ from pipelines.quantize_onnx import (
     require_onnxruntime,
     write_onnx_variant,
 )
-from pipelines.quantize_stages import stage_methods
+from pipelines.quantize.run import candidate_methods, quantize_stage
+from pipelines.quantize.stages import stage_methods
 from pipelines.stages import topic
-from pipelines.stages.classifier import build_tiny_encoder
+from pipelines.stages.encoder.classifier import build_tiny_encoder
 from tests.test_classifiers import _tiny, _toy_cases
 
 TEXTS = ["refund the order", "payout is late", "my card was blocked", "hello there"]
@@ -101,8 +101,8 @@ def test_onnx_is_offered_to_encoders_only_and_named_when_missing(
 
 @pytest.mark.slow  # exports and quantizes MiniLM (~20 s)
 def test_retrieve_onnx_int8_embedder_keeps_the_ranking(tmp_path: Path) -> None:
-    from pipelines.embedder import load_embedder
     from pipelines.stages import retrieve
+    from pipelines.stages.encoder.embedder import load_embedder
     from tests.test_retrieve import CFG, toy_cases, toy_docs
 
     built = retrieve.train(CFG, toy_cases(), None, tmp_path / "retrieve", docs=toy_docs(),

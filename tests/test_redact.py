@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.contract import LabeledCase, Turn
-from pipelines.pii.planted import KEEP, planted_messages
-from pipelines.redact import detect_pii, has_pii, redact_cases, redact_text, redact_texts
+from pipelines.data.contract import LabeledCase, Turn
+from pipelines.data.pii.planted import KEEP, planted_messages
+from pipelines.data.redact import detect_pii, has_pii, redact_cases, redact_text, redact_texts
 
 # ---------------------------------------------------------------- an independent scanner
 
@@ -181,7 +181,9 @@ def test_redact_cases_covers_every_text_field():
 
 
 def test_synthetic_world_batches_come_out_clean():
-    synth = pytest.importorskip("pipelines.synth", reason="the synthetic world is not built yet")
+    synth = pytest.importorskip(
+        "pipelines.data.synth", reason="the synthetic world is not built yet"
+    )
     from pipelines.config import SynthConfig
 
     world = synth.generate_world(SynthConfig(cases_per_day=400, pii_share=0.3), seed=3, days=1)

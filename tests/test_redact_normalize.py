@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.pii.normalize import normalize
-from pipelines.redact import detect_pii, has_pii, redact_text, redact_texts
+from pipelines.data.pii.normalize import normalize
+from pipelines.data.redact import detect_pii, has_pii, redact_text, redact_texts
 
 ZWSP, ZWNJ, WJ = "\u200b", "\u200c", "\u2060"
 

@@ -14,10 +14,10 @@ import pytest
 from conftest import postgres_url
 
 from pipelines.config import Params, TopicConfig, params_from_mapping
-from pipelines.contract import LabeledCase
+from pipelines.data.contract import LabeledCase
 from pipelines.home import Home
-from pipelines.lineage import dvc_data_version, git_commit, params_hash, stage_lineage
-from pipelines.registry import (
+from pipelines.registry.lineage import dvc_data_version, git_commit, params_hash, stage_lineage
+from pipelines.registry.register import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS_CHAMPION,
@@ -54,7 +54,7 @@ def _cases() -> list[LabeledCase]:
 def topic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real topic stage: a tiny BERT built from a config, trained a few steps by `topic.train`."""
     from pipelines.stages import topic
-    from pipelines.stages.classifier import build_tiny_encoder
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     root = tmp_path_factory.mktemp("topic")
     words = " ".join(m for ms in TOPICS.values() for m in ms).split() + PROBES[1].split()
@@ -139,7 +139,7 @@ def test_data_version_is_read_from_dvc_lock(tmp_path: Path) -> None:
 
 
 def test_server_command_refuses_a_store_that_is_already_a_server(tmp_path: Path) -> None:
-    from flows.services import server_command
+    from flows.platform.services import server_command
 
     with pytest.raises(ValueError, match="needs a database store"):
         server_command(_params(tmp_path, "http://127.0.0.1:5000"), 5001)
@@ -201,7 +201,7 @@ def test_bootstrap_records_itself_and_challenger_falls_back_to_champion(params, 
 
 def winning_decision(params: Params, cases: int = 60):
     """A real `decide_promotion` outcome in the challenger's favour (90% vs 50% match rate)."""
-    from monitoring.promotion import ShadowStats, decide_promotion
+    from monitoring.decisions.promotion import ShadowStats, decide_promotion
 
     ids = [f"c{i}" for i in range(cases)]
     champion = ShadowStats("champion", {c: i % 2 == 0 for i, c in enumerate(ids)})
@@ -213,7 +213,7 @@ def winning_decision(params: Params, cases: int = 60):
 
 
 def test_promotion_keeps_the_previous_champion_for_rollback(params, stage_dir) -> None:
-    from pipelines.approval import approve_version, request_promotion
+    from pipelines.registry.approval import approve_version, request_promotion
 
     first = _register(params, stage_dir, PASSING)
     bootstrap_champion(params, by="ops-lead", stages=["topic"])
@@ -276,8 +276,8 @@ def test_postgresql_backend_works_by_configuration(tmp_path: Path, stage_dir: Pa
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """`mlflow server` on a free port of 127.0.0.1, started by flows/services.py."""
-    from flows.services import free_port, start_mlflow_server, stop_mlflow_server
+    """`mlflow server` on a free port of 127.0.0.1, started by flows/platform/services.py."""
+    from flows.platform.services import free_port, start_mlflow_server, stop_mlflow_server
 
     params = params_from_mapping({}, home=Home(tmp_path_factory.mktemp("server-home")), env={})
     info = start_mlflow_server(params, port=free_port())
@@ -331,7 +331,7 @@ def test_cli_registers_then_bootstraps_a_champion(store, stage_dir, tmp_path, mo
     import yaml
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     params = _params(tmp_path, store)
     monkeypatch.setenv("CASEPILOT_HOME", str(params.home.root))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pipelines.config import RetrieveConfig
-from pipelines.contract import KnowledgeDoc, LabeledCase
+from pipelines.data.contract import KnowledgeDoc, LabeledCase
 from pipelines.stages import retrieve
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)

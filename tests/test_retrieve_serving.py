@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 SERVE = """
 import sys
 from pipelines.config import load_params
-from pipelines.registry import load_stage_folder
+from pipelines.registry.register import load_stage_folder
 params = load_params(sys.argv[2])
 index = load_stage_folder("retrieve", sys.argv[1], qdrant_location=params.qdrant_location)
 print("ready", flush=True)

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pytest
 
 from monitoring.dashboard import REVIEW_PANELS, open_workspace
+from monitoring.log.store import PredictionLog
 from monitoring.monitor import run_monitor
-from monitoring.prediction_log import PredictionLog
-from monitoring.review_run import latest_values
+from monitoring.review.run import latest_values
 from pipelines.config import params_from_mapping
 from pipelines.home import Home
 from tests.review_world import reviewed_day

@@ -14,16 +14,16 @@ import pandas as pd
 import pytest
 
 from monitoring.online import estimated_accuracy
-from monitoring.review_estimate import (
+from monitoring.review.estimate import (
     METRICS,
     indicators,
     label_free_calibration,
     ratio_estimate,
     reviewed_accuracy,
 )
-from monitoring.review_labels import ReviewLabel, agreement, labeled_cases, reviewed_frame
-from monitoring.review_sample import allocate, draw_review_sample, strata_of
-from monitoring.review_simulate import true_label, with_errors
+from monitoring.review.labels import ReviewLabel, agreement, labeled_cases, reviewed_frame
+from monitoring.review.sample import allocate, draw_review_sample, strata_of
+from monitoring.review.simulate import true_label, with_errors
 from pipelines.config import ReviewConfig
 from tests.review_world import served_log, world_cases
 
@@ -207,7 +207,7 @@ def test_review_config_rejects_unknown_strata() -> None:
 
 
 def test_server_command_line_keeps_secrets_out_of_argv(home) -> None:
-    from flows import review_server
+    from flows.platform import review_server
     from pipelines.config import params_from_mapping
 
     params = params_from_mapping({"review": {"port": 18123}}, home=home, env={})
@@ -236,7 +236,7 @@ def test_server_command_line_keeps_secrets_out_of_argv(home) -> None:
 def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger(home) -> None:
     from dataclasses import replace
 
-    from monitoring.review_run import (
+    from monitoring.review.run import (
         describe,
         draw_day,
         land_batch,
@@ -247,7 +247,7 @@ def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger
         summarise_day,
     )
     from pipelines.config import params_from_mapping
-    from pipelines.contract import LabeledCase, read_jsonl
+    from pipelines.data.contract import LabeledCase, read_jsonl
 
     params = params_from_mapping(
         {"review": {"daily_size": 30, "lookback_hours": 24 * 3650}}, home=home, env={}
@@ -277,7 +277,7 @@ def test_review_run_lands_once_summarises_and_vetoes_a_reviewed_worse_challenger
 def test_a_later_run_the_same_day_tops_the_sample_up_with_newer_traffic_only(home) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from monitoring.review_run import draw_day, load_samples, summarise_day
+    from monitoring.review.run import draw_day, load_samples, summarise_day
     from pipelines.config import params_from_mapping
 
     params = params_from_mapping(

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.lifecycle_decide import REJECTED, REJECTED_REASONS, record_decision
-from monitoring.promotion import PromotionDecision
-from monitoring.review_promotion import TAG_PREFIX, reviewed_decision, with_reviewed_evidence
+from flows.lifecycle.decide import REJECTED, REJECTED_REASONS, record_decision
+from monitoring.decisions.promotion import PromotionDecision
+from monitoring.review.promotion import TAG_PREFIX, reviewed_decision, with_reviewed_evidence
 from pipelines.config import Params, params_from_mapping
 from pipelines.home import Home
-from pipelines.registry_resolve import ResolvedStage
-from pipelines.registry_store import registered_model_name, registry_client
+from pipelines.registry.resolve import ResolvedStage
+from pipelines.registry.store import registered_model_name, registry_client
 from tests.review_world import reviewed_day
 
 STAGE = "answer"

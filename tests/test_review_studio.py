@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import review_server, stack
-from flows.services import free_port
-from monitoring.review_run import reviewed_evidence
-from monitoring.review_studio import tasks
+from flows.platform import review_server, stack
+from flows.platform.services import free_port
+from monitoring.review.run import reviewed_evidence
+from monitoring.review.studio import tasks
 from pipelines.config import load_params
 from pipelines.home import Home
 from tests.review_world import served_log, world_cases
@@ -92,8 +92,8 @@ def _content(folder: Path) -> str:
 
 
 def test_sample_to_tasks_to_annotations_to_intake(studio: dict) -> None:
-    from flows.lifecycle_review import review, review_collect, simulate_reviewers, studio_client
-    from pipelines.intake import load_accepted, run_intake
+    from flows.lifecycle.review import review, review_collect, simulate_reviewers, studio_client
+    from pipelines.data.intake import load_accepted, run_intake
 
     params = studio["params"]
     result = review(studio["params_file"], day=DAY)
@@ -226,8 +226,8 @@ def browser(tmp_path: Path) -> Iterator[Page]:
 def test_labeling_view_shows_the_message_and_both_suggestions(
     studio: dict, browser: Page, tmp_path: Path
 ) -> None:
-    from flows.lifecycle_review import review, studio_client
-    from monitoring.review_studio import project_id
+    from flows.lifecycle.review import review, studio_client
+    from monitoring.review.studio import project_id
 
     params = studio["params"]
     review(studio["params_file"], day=DAY)  # the day's sample is in the project (once)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import cli_up_studio, review_server, stack
-from flows.cli_up import Stack, _print, down
-from flows.services import free_port
+from flows.platform import review_server, stack
+from flows.platform import up_studio as cli_up_studio
+from flows.platform.services import free_port
+from flows.platform.up import Stack, _print, down
 from pipelines.config import load_params
 from pipelines.home import Home
 
@@ -64,7 +65,7 @@ def test_up_starts_label_studio_records_it_and_down_stops_it(
         assert stack.wait_healthy(service, cli_up_studio.health_check(service), timeout_s)
         assert str(review_server.secrets_file(home)) in st.status["label-studio users"]
         # the admin and the reviewer sign in with the tokens from the secrets file
-        from flows.lifecycle_review import studio_client
+        from flows.lifecycle.review import studio_client
 
         for who in (None, "reviewer-1"):
             user = studio_client(st.params, who).users.whoami()

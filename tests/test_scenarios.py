@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.contract import Suggestion
-from pipelines.scenarios.gate import decide
-from pipelines.scenarios.generate import generate_suite
-from pipelines.scenarios.runner import Report, run_suite
-from pipelines.scenarios.schema import ScenarioError, load_suite
-from pipelines.synth.catalog import load_catalog
+from pipelines.data.contract import Suggestion
+from pipelines.data.synth.catalog import load_catalog
+from pipelines.evaluate.scenarios.gate import decide
+from pipelines.evaluate.scenarios.generate import generate_suite
+from pipelines.evaluate.scenarios.runner import Report, run_suite
+from pipelines.evaluate.scenarios.schema import ScenarioError, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "scenarios"
@@ -166,7 +166,7 @@ def test_gate_tolerance_compares_with_the_champion(tmp_path: Path) -> None:
 def test_cli_names_the_bad_file_and_generates_seeded_messages(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.main import app
 
     folder = _suite_copy(tmp_path, GOOD.replace("  persona:", "  personna:", 1))
     result = CliRunner().invoke(app, ["scenarios", "validate", "--suite", str(folder)])

@@ -25,18 +25,18 @@ from pipelines.config import (
     TriggerConfig,
     params_from_mapping,
 )
+from pipelines.data.synth.catalog import load_catalog
+from pipelines.data.synth.world import generate_world
+from pipelines.evaluate.scenarios.gate import TAG_FAILING, TAG_GATE, scenario_rates
 from pipelines.home import Home
-from pipelines.lineage import stage_lineage
-from pipelines.registry import (
+from pipelines.registry.lineage import stage_lineage
+from pipelines.registry.register import (
     CHALLENGER,
     aliases_of,
     bootstrap_champion,
     register_stage,
     registry_client,
 )
-from pipelines.scenarios.gate import TAG_FAILING, TAG_GATE, scenario_rates
-from pipelines.synth.catalog import load_catalog
-from pipelines.synth.world import generate_world
 
 pytestmark = pytest.mark.slow
 TOPICS = ("payouts", "refunds")
@@ -64,7 +64,7 @@ def _classifier(cls, base: Path, **extra):
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/<stage>/ for all five stages, plus models/tone-leaky/."""
     from pipelines.stages import answer, retrieve, tone, topic, trigger
-    from pipelines.stages.classifier import build_tiny_encoder
+    from pipelines.stages.encoder.classifier import build_tiny_encoder
 
     root = tmp_path_factory.mktemp("scenario-models")
     cases, docs = _cases()

@@ -47,7 +47,7 @@ def test_an_interval_schedule_creates_and_runs_a_flow_run_by_itself(
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle_deploy import ensure_work_pool
+    from flows.lifecycle.deploy import ensure_work_pool
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
 
@@ -113,7 +113,7 @@ def test_lifecycle_deployments_carry_crons_and_interval_overrides(
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.lifecycle_deploy import register_deployments
+    from flows.lifecycle.deploy import register_deployments
     from pipelines.config import load_params
     from pipelines.home import Home
 
@@ -136,5 +136,5 @@ def test_lifecycle_deployments_carry_crons_and_interval_overrides(
     assert found["rollback"] == []
     assert found["review"][0].schedule.cron == "15 5 * * *"  # the configured cron
     assert found["review-collect"][0].schedule.interval == timedelta(seconds=45)  # the override
-    assert review.entrypoint == "flows/lifecycle_review.py:review_collect"
+    assert review.entrypoint == "flows/lifecycle/review.py:review_collect"
     assert review.parameters == {"params_file": str(params_file.resolve())}

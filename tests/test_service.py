@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract import STAGES
+from pipelines.data.contract import STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from service_harness import build_tiny_models  # noqa: E402
@@ -212,7 +212,7 @@ def client():
 
 
 def _rows(server: Server):
-    from monitoring.prediction_log import PredictionLog
+    from monitoring.log.store import PredictionLog
 
     log = PredictionLog.from_url(server.log_url)
     try:
@@ -446,11 +446,11 @@ def test_registry_aliases_moving_swap_the_models(models_root: Path, tmp_path: Pa
     from test_registry import winning_decision
 
     from bentos.reload import RegistrySource, Reloader, StageCache
-    from pipelines.approval import approve_version, request_promotion
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
-    from pipelines.lineage import Lineage
-    from pipelines.registry import (
+    from pipelines.registry.approval import approve_version, request_promotion
+    from pipelines.registry.lineage import Lineage
+    from pipelines.registry.register import (
         bootstrap_champion,
         load_stage_folder,
         promote_challenger,

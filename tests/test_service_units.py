@@ -33,13 +33,13 @@ from bentos.reload import (
     StoreMissing,
     StoreReplaced,
 )
-from monitoring.prediction_log import (
+from monitoring.log.store import (
     SHADOW_LOST_ON_RESTART,
     PredictionLog,
     ShadowUpdate,
 )
-from monitoring.prediction_writer import BufferedPredictionWriter, WriterFull
-from pipelines.contract import STAGES, PredictionRecord, Suggestion
+from monitoring.log.writer import BufferedPredictionWriter, WriterFull
+from pipelines.data.contract import STAGES, PredictionRecord, Suggestion
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = "4111 1111 1111 1111"
@@ -236,7 +236,7 @@ def test_an_unreachable_mlflow_server_fails_the_reload_within_seconds(
 ) -> None:
     """MLflow's default retries hold a refused request ~4 minutes; the service's give up fast."""
     from bentos.reload import RegistrySource
-    from flows.services import free_port
+    from flows.platform.services import free_port
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
 
@@ -361,7 +361,7 @@ def test_serve_forwards_sigterm_to_the_whole_process_group(tmp_path) -> None:
     wrapper = textwrap.dedent(
         f"""
         import sys
-        from flows.cli_serve import run_forwarding_signals
+        from flows.cli.serve import run_forwarding_signals
         command = [sys.executable, "-c", {child!r}]
         sys.exit(run_forwarding_signals(command, dict(__import__("os").environ)))
         """

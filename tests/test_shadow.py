@@ -16,7 +16,7 @@ from bentos.batching import MicroBatcher
 from bentos.inflight import InFlight
 from bentos.reload import FolderSource, Reloader, StageRef, shadow_refs
 from bentos.shadow import ShadowJob, ShadowResult, ShadowRunner
-from pipelines.contract import STAGES, Suggestion
+from pipelines.data.contract import STAGES, Suggestion
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

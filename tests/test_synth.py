@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.main import app
 from pipelines.config import SynthConfig
-from pipelines.contract import KnowledgeDoc, LabeledCase, read_jsonl
-from pipelines.synth import LabelFlip, generate_world, load_catalog, write_world
-from pipelines.synth.messages import add_typos
+from pipelines.data.contract import KnowledgeDoc, LabeledCase, read_jsonl
+from pipelines.data.synth import LabelFlip, generate_world, load_catalog, write_world
+from pipelines.data.synth.messages import add_typos
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 MENU_STEP = re.compile(r"(\w+) → (\w+)")

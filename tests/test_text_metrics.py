@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.text_metrics import (
+from pipelines.evaluate.text_metrics import (
     exact_match,
     extract_facts,
     faithfulness,

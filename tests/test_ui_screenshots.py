@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from flows import stack
-from flows.services import free_port, start_mlflow_server, stop_mlflow_server
+from flows.platform import stack
+from flows.platform.services import free_port, start_mlflow_server, stop_mlflow_server
 from monitoring.dashboard import PANELS, write_monitoring_run
 from monitoring.drift import compute_drift, drift_frame_from_cases, drift_frame_from_window
 from monitoring.online import online_metrics
 from pipelines.config import Params, SynthConfig, params_from_mapping
+from pipelines.data.synth import generate_world
 from pipelines.home import Home
-from pipelines.synth import generate_world
 from tests.test_online import write_log
 from tests.test_registry import stage_dir  # noqa: F401 - the tiny stage folder fixture
 
@@ -127,8 +127,8 @@ def test_mlflow_model_version_page_shows_the_registered_stage(
     stage_dir: Path,  # noqa: F811 - the fixture imported from tests/test_registry.py
     tmp_path: Path,
 ) -> None:
-    from pipelines.lineage import stage_lineage
-    from pipelines.registry import register_stage
+    from pipelines.registry.lineage import stage_lineage
+    from pipelines.registry.register import register_stage
 
     params: Params = params_from_mapping(
         {"register": {"tracking_uri": mlflow_server.url, "gates": {"topic": {"accuracy": 0.8}}}},

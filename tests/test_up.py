@@ -17,9 +17,9 @@ import pytest
 import test_registry
 import yaml
 
-from flows import mlflow_auth, stack
-from flows.cli_up import prefect_api_url
-from flows.services import free_port
+from flows.platform import mlflow_auth, stack
+from flows.platform.services import free_port
+from flows.platform.up import prefect_api_url
 from pipelines.config import params_from_mapping
 from pipelines.home import Home
 
@@ -224,7 +224,7 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
 def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.tracking import client_tracking_uri, server_record_file
+    from pipelines.registry.tracking import client_tracking_uri, server_record_file
 
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(key, raising=False)
@@ -249,7 +249,7 @@ def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
         assert os.environ["MLFLOW_TRACKING_USERNAME"] == mlflow_auth.PROMOTER
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == creds.promoter_password
         # another home's server (new passwords): what this process set itself is replaced
-        from pipelines.tracking import auth_secrets_file
+        from pipelines.registry.tracking import auth_secrets_file
 
         secrets = auth_secrets_file(home)
         stored = json.loads(secrets.read_text(encoding="utf-8"))
@@ -257,7 +257,7 @@ def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(
         client_tracking_uri(params)
         assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "a-new-home"
         # the services `up` starts never inherit them: each signs in for its own home
-        from pipelines.tracking import without_own_sign_in
+        from pipelines.registry.tracking import without_own_sign_in
 
         assert "MLFLOW_TRACKING_PASSWORD" not in without_own_sign_in(dict(os.environ))
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reviewer")

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.config import SynthConfig, WeakConfig
-from pipelines.contract import ContractError, LabeledCase, read_jsonl, write_jsonl
-from pipelines.weak import LABELER, NOT_ANSWERABLE, LabelSpace, read_unlabeled, weak_label
-from pipelines.weak import lfs as lf
-from pipelines.weak.knn import knn_votes
-from pipelines.weak.records import ABSTAIN, Taxonomy, unlabeled_from_case
+from pipelines.data.contract import ContractError, LabeledCase, read_jsonl, write_jsonl
+from pipelines.data.weak import LABELER, NOT_ANSWERABLE, LabelSpace, read_unlabeled, weak_label
+from pipelines.data.weak import lfs as lf
+from pipelines.data.weak.knn import knn_votes
+from pipelines.data.weak.records import ABSTAIN, Taxonomy, unlabeled_from_case
 
 SPACE = LabelSpace(("payouts", "refunds"))
 NA = SPACE.not_answerable
@@ -106,13 +106,15 @@ def test_read_unlabeled_takes_labeled_case_lines_and_names_bad_lines(tmp_path):
 
 @pytest.fixture(scope="module")
 def world():
-    synth = pytest.importorskip("pipelines.synth", reason="the synthetic world is not built yet")
+    synth = pytest.importorskip(
+        "pipelines.data.synth", reason="the synthetic world is not built yet"
+    )
     return synth.generate_world(SynthConfig(cases_per_day=220), seed=5, days=2)
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from pipelines.embedder import load_embedder
+    from pipelines.stages.encoder.embedder import load_embedder
 
     return load_embedder("minilm")
 
@@ -154,8 +156,8 @@ def test_weak_labels_match_the_truth_on_a_synthetic_world(world, embedder):
 
 @pytest.mark.slow
 def test_cli_writes_weak_labels_and_prints_the_lf_table(world, embedder, tmp_path):
-    from flows.cli import app
-    from pipelines.synth import write_world
+    from flows.cli.main import app
+    from pipelines.data.synth import write_world
 
     write_world(world, tmp_path / "world")
     gold, unlabeled = sorted((tmp_path / "world" / "batches").glob("day-*.jsonl"))

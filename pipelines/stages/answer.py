@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import AnswerConfig
-from pipelines.contract import KnowledgeDoc, LabeledCase
-from pipelines.stages import generator
-from pipelines.text_metrics import exact_match, groundedness, near_match, rouge_l
+from pipelines.data.contract import KnowledgeDoc, LabeledCase
+from pipelines.evaluate.text_metrics import exact_match, groundedness, near_match, rouge_l
+from pipelines.stages.decoder import generator
 
 
 class RetrievedReply(BaseModel):
@@ -257,7 +257,7 @@ def evaluate(
     Context comes from `pool` (e.g. the training cases) as in training. Rates over emitted
     replies are the stage's precision; `rouge_l_all` counts an abstention as 0.
     """
-    from pipelines.evaluation import selective_metrics
+    from pipelines.evaluate.evaluation import selective_metrics
 
     pairs = training_inputs(
         cases,

@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from pipelines.config import RetrieveConfig
-from pipelines.contract import KnowledgeDoc, LabeledCase
-from pipelines.embedder import Embedder, load_embedder
+from pipelines.data.contract import KnowledgeDoc, LabeledCase
+from pipelines.stages.encoder.embedder import Embedder, load_embedder
 
 STAGE_FILE = "stage.json"
 VECTORS_FILE = "vectors.safetensors"
@@ -365,7 +365,7 @@ def load(
     """Open a saved index at `location` (default: where it was built), restoring it if missing."""
     from safetensors.numpy import load_file
 
-    from pipelines.quantize_methods import load_stage_embedder
+    from pipelines.quantize.methods import load_stage_embedder
 
     model_dir = Path(model_dir)
     stage_file = model_dir / STAGE_FILE
@@ -414,7 +414,7 @@ def evaluate(
     emitted suggestion's correctness); `recall_at_k` and `mrr` count those only.
     `recall_at_k_any` / `mrr_any` also count a doc of the case's topic as relevant.
     """
-    from pipelines.text_metrics import rouge_l
+    from pipelines.evaluate.text_metrics import rouge_l
 
     threshold = index.cfg.relevance_match if match_threshold is None else match_threshold
     cases = [c for c in val_cases if c.answerable and c.topic and c.agent_reply]

@@ -21,9 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from pipelines.config import ToneConfig
-from pipelines.contract import LabeledCase
-from pipelines.stages import generator
-from pipelines.text_metrics import (
+from pipelines.data.contract import LabeledCase
+from pipelines.evaluate.text_metrics import (
     exact_match,
     faithfulness,
     has_term,
@@ -32,6 +31,7 @@ from pipelines.text_metrics import (
     strip_menu_paths,
     tone_score,
 )
+from pipelines.stages.decoder import generator
 
 _NAME = re.compile(r"\b[A-Z][A-Za-z0-9]+(?: [A-Z][A-Za-z0-9]+)*")
 

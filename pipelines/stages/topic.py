@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.stages.classifier import (
+from pipelines.stages.encoder.classifier import (
     ClassifierModel,
     Examples,
     StageClassifier,
     context_text,
     evaluate_probabilities,
 )
-from pipelines.stages.classifier_train import fine_tune
+from pipelines.stages.encoder.classifier_train import fine_tune
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from pipelines.config import TopicConfig
-    from pipelines.contract import LabeledCase
+    from pipelines.data.contract import LabeledCase
 
 STAGE = "topic"
 

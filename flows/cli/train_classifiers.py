@@ -1,0 +1,222 @@
+"""`casepilot train trigger|topic` and `casepilot evaluate trigger|topic`: the classifier stages."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+ClassifierStage = Literal["trigger", "topic"]
+
+
+def _stage_module(stage: ClassifierStage) -> Any:
+    if stage == "trigger":
+        from pipelines.stages import trigger
+
+        return trigger
+    from pipelines.stages import topic
+
+    return topic
+
+
+def _params(params_file: Path) -> Any:
+    from flows.cli.main import params_or_exit
+
+    return params_or_exit(params_file)
+
+
+def _read_cases(path: Path) -> list:
+    """LabeledCases from a .jsonl or .parquet file, or every such file in a folder (sorted)."""
+    from pipelines.data.contract import LabeledCase, read_jsonl, read_parquet
+
+    files = sorted([*path.glob("*.parquet"), *path.glob("*.jsonl")]) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        console.print(
+            f"[red]{path}: no cases found; pass a LabeledCase .jsonl/.parquet file "
+            "or a folder of them (e.g. the accepted dataset)[/red]"
+        )
+        raise typer.Exit(2)
+    return [
+        case
+        for f in files
+        for case in (
+            read_parquet(f, LabeledCase) if f.suffix == ".parquet" else read_jsonl(f, LabeledCase)
+        )
+    ]
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            table.add_row(key, f"{value:.4f}")
+    return table
+
+
+def _train(
+    stage: ClassifierStage,
+    cases: Path,
+    val: Path | None,
+    out: Path,
+    params_file: Path,
+    deepspeed: str | None,
+    launcher: str,
+    mlflow: bool,
+) -> None:
+    from flows.cli.train_launch import relaunch_if_deepspeed
+    from pipelines.data.dataset import split_cases
+    from pipelines.registry.tracking import log_evaluation, mlflow_run
+
+    params = _params(params_file)
+    cfg = getattr(params, stage)
+    if deepspeed:
+        cfg = cfg.model_copy(update={"deepspeed": deepspeed})
+    relaunch_if_deepspeed(
+        stage, cfg, launcher, params, cases=cases, out=out, params_file=params_file, val=val,
+        mlflow=mlflow, console=console,
+    )  # fmt: skip
+    all_cases = _read_cases(cases)
+    if val is None:
+        split = split_cases(all_cases, params.data.validation_share, params.data.split_seed)
+        train_cases, val_cases = split.train, split.val
+    else:
+        train_cases, val_cases = all_cases, _read_cases(val)
+    console.print(f"{stage}: {len(train_cases)} training and {len(val_cases)} validation cases")
+    module = _stage_module(stage)
+    started = time.perf_counter()
+    model_dir = module.train(cfg, train_cases, val_cases, out, console=console)
+    seconds = time.perf_counter() - started
+    if not _is_main_process():
+        return
+    model = module.load(model_dir)
+    metrics, figures = module.evaluate(model, val_cases, figures=mlflow)
+    metrics["wall_seconds"] = seconds
+    console.print(
+        _metrics_table(f"{stage} on validation (threshold {model.meta.threshold:.3f})", metrics)
+    )
+    if mlflow:
+        with mlflow_run(params, f"casepilot-{stage}", f"train-{stage}") as run:
+            log_evaluation(
+                {f"val_{k}": v for k, v in metrics.items()}
+                | {
+                    "temperature": model.meta.temperature,
+                    "val_ece_uncalibrated": model.meta.metrics.get("val_ece_uncalibrated", 0.0),
+                },
+                figures,
+                cfg.model_dump(),
+            )
+            import mlflow as mlflow_lib
+
+            mlflow_lib.log_artifact(str(Path(model_dir) / "stage.json"))
+            mlflow_lib.set_tags({"casepilot.stage": stage, "casepilot.model_dir": str(model_dir)})
+            console.print(f"MLflow run {run.info.run_id} in experiment casepilot-{stage}")
+    console.print(f"[green]{stage} saved to {model_dir}[/green]")
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _evaluate(
+    stage: ClassifierStage,
+    model_dir: Path,
+    cases: Path,
+    params_file: Path,
+    mlflow: bool,
+    json_out: Path | None,
+) -> None:
+    from pipelines.registry.tracking import log_evaluation, mlflow_run
+
+    params = _params(params_file)
+    module = _stage_module(stage)
+    model = module.load(model_dir)
+    metrics, figures = module.evaluate(model, _read_cases(cases), figures=mlflow)
+    console.print(_metrics_table(f"{stage} on {cases.name}", metrics))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    if mlflow:
+        with mlflow_run(params, f"casepilot-{stage}", f"evaluate-{stage}"):
+            log_evaluation(metrics, figures, {"model_dir": str(model_dir), "cases": str(cases)})
+
+
+CASES = typer.Option(..., "--cases", help="LabeledCase .jsonl/.parquet, or a folder of them")
+VAL = typer.Option(None, "--val", help="validation JSONL; else a seeded split of --cases")
+OUT = typer.Option(..., "--out", help="folder for weights, tokenizer and stage.json")
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
+DEEPSPEED = typer.Option(None, "--deepspeed", help="DeepSpeed ZeRO config (overrides params)")
+LAUNCHER = typer.Option(
+    "auto",
+    "--launcher",
+    help="auto|torchrun: relaunch under torchrun when DeepSpeed is on; none: run in this process",
+)
+MLFLOW = typer.Option(True, "--mlflow/--no-mlflow", help="log to MLflow")
+
+
+def train_trigger(
+    cases: Path = CASES,
+    val: Path | None = VAL,
+    out: Path = OUT,
+    params_file: Path = PARAMS,
+    deepspeed: str | None = DEEPSPEED,
+    launcher: str = LAUNCHER,
+    mlflow: bool = MLFLOW,
+) -> None:
+    """Fine-tune the trigger (answerable or not) and calibrate its threshold."""
+    _train("trigger", cases, val, out, params_file, deepspeed, launcher, mlflow)
+
+
+def train_topic(
+    cases: Path = CASES,
+    val: Path | None = VAL,
+    out: Path = OUT,
+    params_file: Path = PARAMS,
+    deepspeed: str | None = DEEPSPEED,
+    launcher: str = LAUNCHER,
+    mlflow: bool = MLFLOW,
+) -> None:
+    """Fine-tune the topic classifier and calibrate its threshold."""
+    _train("topic", cases, val, out, params_file, deepspeed, launcher, mlflow)
+
+
+MODEL = typer.Option(..., "--model", help="a folder written by `casepilot train`")
+EVAL_CASES = typer.Option(..., "--cases", help="LabeledCase JSONL to evaluate on")
+JSON_OUT = typer.Option(None, "--json-out", help="also write the metrics to this JSON file")
+
+
+def evaluate_trigger(
+    model: Path = MODEL,
+    cases: Path = EVAL_CASES,
+    params_file: Path = PARAMS,
+    mlflow: bool = MLFLOW,
+    json_out: Path | None = JSON_OUT,
+) -> None:
+    """Evaluate a trained trigger: AUROC, precision/recall, ECE, coverage at its threshold."""
+    _evaluate("trigger", model, cases, params_file, mlflow, json_out)
+
+
+def evaluate_topic(
+    model: Path = MODEL,
+    cases: Path = EVAL_CASES,
+    params_file: Path = PARAMS,
+    mlflow: bool = MLFLOW,
+    json_out: Path | None = JSON_OUT,
+) -> None:
+    """Evaluate a trained topic classifier: accuracy, macro F1, ECE, coverage at its threshold."""
+    _evaluate("topic", model, cases, params_file, mlflow, json_out)
+
+
+if __name__ == "__main__":  # `python -m flows.cli.train_classifiers …` is the torchrun entry
+    from flows.cli.main import app
+
+    app()

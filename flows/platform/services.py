@@ -1,0 +1,230 @@
+"""Local services as managed processes: an `mlflow server` on 127.0.0.1 over the embedded store.
+
+The server runs in its own process group (so stopping it stops its workers too), writes its
+output to `CASEPILOT_HOME/logs/mlflow-server.log` and records itself in
+`CASEPILOT_HOME/logs/mlflow-server.json` (pid, port, URL). It serves the same store the
+embedded default uses: the backend is `params.mlflow_tracking_uri` (SQLite or PostgreSQL) and
+artifacts live under `CASEPILOT_HOME/mlflow/artifacts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flows.platform.stack import wait_for_exec
+from pipelines.registry.tracking import runs_mlflow_server, server_record_file
+
+if TYPE_CHECKING:
+    from pipelines.config import Params
+
+HOST = "127.0.0.1"
+DATABASE_SCHEMES = ("sqlite:", "postgresql", "mysql", "mssql")
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running server as recorded in its pid file."""
+
+    pid: int
+    host: str
+    port: int
+    backend_store_uri: str
+    artifacts: str
+    log: str
+    auth: bool = False  # runs `--app-name basic-auth` (flows/platform/mlflow_auth.py)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def pid_file(params: Params) -> Path:
+    return server_record_file(params.home)
+
+
+def free_port(host: str = HOST) -> int:
+    """Return a TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def healthy(url: str, timeout_s: float = 2.0) -> bool:
+    """Return True when `GET {url}/health` answers 200."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def read_server(params: Params) -> ServerInfo | None:
+    """Return the recorded server if its process still runs, else None (stale files removed)."""
+    path = pid_file(params)
+    if not path.is_file():
+        return None
+    try:
+        info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if not (runs_mlflow_server(info.pid)):
+        path.unlink(missing_ok=True)
+        return None
+    return info
+
+
+def server_command(params: Params, port: int, host: str = HOST, *, auth: bool = False) -> list[str]:
+    """Return the `mlflow server` command line over the embedded store (`auth`: basic-auth)."""
+    backend = params.mlflow_tracking_uri
+    if not backend.startswith(DATABASE_SCHEMES):
+        raise ValueError(
+            f"register.tracking_uri is {backend!r}, already a server; a local `mlflow server` "
+            "needs a database store: set register.tracking_uri to null (SQLite under "
+            "CASEPILOT_HOME) or a postgresql+psycopg:// URL"
+        )
+    artifacts = (params.home.mlflow / "artifacts").as_uri()
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", host, "--port", str(port),
+        "--backend-store-uri", backend,
+        # the same file root the embedded store writes to, so both modes share every artifact
+        "--default-artifact-root", artifacts,
+        "--artifacts-destination", artifacts,
+        "--workers", str(params.register.server_workers),
+    ] + (["--app-name", "basic-auth"] if auth else [])  # fmt: skip
+
+
+def start_mlflow_server(
+    params: Params,
+    *,
+    port: int | None = None,
+    host: str = HOST,
+    timeout_s: float = 90.0,
+    poll_s: float = 0.5,
+    auth_env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> ServerInfo:
+    """Start `mlflow server` in its own process group and wait until `/health` answers.
+
+    Returns the running server; if one is already recorded and alive, returns that one.
+    `auth_env` (flows/platform/mlflow_auth.server_env) runs it with built-in authentication; `wait=False`
+    returns at once (poll `wait_mlflow_server`) so callers can start other services meanwhile.
+    """
+    auth = auth_env is not None
+    running = read_server(params)
+    if running is not None:
+        if running.auth != auth:
+            state = "with" if running.auth else "without"
+            raise RuntimeError(
+                f"an mlflow server {state} authentication already runs on {running.url} for this "
+                "CASEPILOT_HOME; stop it first (`casepilot mlflow-server stop` or `casepilot down`)"
+            )
+        return running
+    params.home.ensure()
+    if params.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(params.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    port = port or params.register.server_port
+    command = server_command(params, port, host, auth=auth)
+    if healthy(f"http://{host}:{port}"):
+        raise RuntimeError(
+            f"something already answers on {host}:{port} but it is not this home's server "
+            f"({pid_file(params)} has no live record); stop it or pass another --port"
+        )
+    log = params.home.logs / "mlflow-server.log"
+    env = {
+        **os.environ,
+        **params.home.framework_env(),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(auth_env or {}),
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: stop kills all workers
+        )
+    wait_for_exec(process, command)  # so `read_server` recognises it from the first poll
+    info = ServerInfo(
+        pid=process.pid,
+        host=host,
+        port=port,
+        backend_store_uri=command[command.index("--backend-store-uri") + 1],
+        artifacts=str(params.home.mlflow / "artifacts"),
+        log=str(log),
+        auth=auth,
+    )
+    pid_file(params).write_text(json.dumps(asdict(info)), encoding="utf-8")
+    if wait:
+        wait_mlflow_server(params, info, timeout_s=timeout_s, poll_s=poll_s)
+    return info
+
+
+def wait_mlflow_server(
+    params: Params, info: ServerInfo, *, timeout_s: float = 90.0, poll_s: float = 0.5
+) -> ServerInfo:
+    """Wait until the started server answers `/health`; stop it and raise if it never does."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / poll_s) + 1):
+        alive = runs_mlflow_server(info.pid)
+        if alive and healthy(info.url):
+            return info
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    stop_mlflow_server(params)
+    log = Path(info.log)
+    tail = log.read_text(encoding="utf-8", errors="replace")[-2000:] if log.is_file() else ""
+    raise RuntimeError(
+        f"mlflow server on {info.url} did not become healthy within {timeout_s:.0f}s; "
+        f"is port {info.port} free? Last log lines ({log}):\n{tail}"
+    )
+
+
+def stop_mlflow_server(params: Params, *, timeout_s: float = 20.0, poll_s: float = 0.2) -> bool:
+    """Stop the recorded server's whole process group (TERM, then KILL); True if one ran."""
+    path = pid_file(params)
+    info = read_server(params)
+    if info is None:
+        return False
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(info.pid, sig)
+        except ProcessLookupError:
+            break
+        if _wait_group_gone(info.pid, wait_s, poll_s):
+            break
+    path.unlink(missing_ok=True)
+    return True
+
+
+def _wait_group_gone(pgid: int, timeout_s: float, poll_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / poll_s) + 1):
+        with contextlib.suppress(ChildProcessError):  # reap our own child: no zombie left
+            os.waitpid(pgid, os.WNOHANG)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return False
