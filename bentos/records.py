@@ -16,7 +16,10 @@ import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pipelines.data.contract import PredictionRecord
+
 if TYPE_CHECKING:
+    from bentos.shadow import ShadowJob
     from monitoring.log.store import PredictionLog
 
 log = logging.getLogger("casepilot.service")
@@ -65,3 +68,15 @@ def store_feedback(
             case_id=key, sent_reply=text, used_suggestion=used, created_at=datetime.now(UTC)
         )
         return 200, log.write_feedback(item) == 1, None
+
+
+def champion_record(job: ShadowJob) -> PredictionRecord:
+    """The request's prediction-log row as the champion answered it (message redacted)."""
+    return PredictionRecord(
+        request_id=job.request_id,
+        case_id=stored_case_id(job.case_id),
+        created_at=job.created_at,
+        message=redacted(job.message),
+        champion=job.champion,
+        latency_ms=job.latency_ms,
+    )

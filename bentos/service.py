@@ -20,7 +20,6 @@ Models come from the MLflow registry by alias (`champion`, shadow `challenger`);
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -30,7 +29,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -51,55 +49,15 @@ from bentos.api import (
 from bentos.batching import MicroBatcher
 from bentos.guard import NOT_READY, GuardMiddleware
 from bentos.inflight import InFlight
-from bentos.records import redacted, store_feedback, stored_case_id
-from bentos.reload import CHALLENGER, CHAMPION, FolderSource, RegistrySource, Reloader, StageCache
-from bentos.shadow import FAILURES, ShadowJob, ShadowResult, ShadowRunner
+from bentos.request_log import RequestLog
+from bentos.runtime import build_reloader, serve_params, shadow_fault_hook, torch_threads
+from bentos.shadow import ShadowJob, ShadowRunner
 from bentos.surfaces import bounded_metrics, install_log_filter
-from pipelines.config import Params, load_params
-from pipelines.data.contract import PredictionRecord, Suggestion, Turn
+from pipelines.data.contract import Suggestion, Turn
 
 log = logging.getLogger("casepilot.service")
 
-PARAMS_ENV = "CASEPILOT_PARAMS"
-MODELS_DIR_ENV = "CASEPILOT_MODELS_DIR"
-ALIAS_ENV, SHADOW_ALIAS_ENV = "CASEPILOT_SERVE_ALIAS", "CASEPILOT_SHADOW_ALIAS"
-# Test hook, off unless set: a file whose content ("crash", "hang", "slow" or "none") makes the
-# shadow challenger fail that way, so tests can show the champion is unaffected.
-TEST_FAULT_ENV = "CASEPILOT_TEST_SHADOW_FAULT_FILE"
 MAX_TURNS, MAX_ID_CHARS = 50, 200
-
-
-@functools.cache
-def serve_params() -> Params:
-    """params.yaml of this process (`CASEPILOT_PARAMS`), loaded once."""
-    params = load_params(os.environ.get(PARAMS_ENV, "params.yaml"))
-    params.home.apply()
-    return params
-
-
-# ---------------------------------------------------------------- the service
-
-
-def _fault_hook() -> None:
-    """Test hook (`CASEPILOT_TEST_SHADOW_FAULT_FILE`): make the shadow run crash, hang or stall."""
-    path = os.environ.get(TEST_FAULT_ENV)
-    if not path:
-        return
-    mode = Path(path).read_text(encoding="utf-8").strip() if Path(path).exists() else "none"
-    if mode == "crash":
-        raise RuntimeError("injected shadow crash (test hook)")
-    if mode == "slow":
-        time.sleep(1.5 * serve_params().serve.shadow_timeout_s)
-    while mode == "hang":  # until the test clears the file
-        time.sleep(0.05)
-        mode = Path(path).read_text(encoding="utf-8").strip() if Path(path).exists() else "none"
-
-
-def _torch_threads(threads: int) -> None:
-    """Set torch intra-op threads for the calling thread (OpenMP keeps that per thread)."""
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 @bentoml.service(
@@ -112,45 +70,27 @@ class CopilotService:
     """Serves the champion cascade; shadows the challenger; logs every request and feedback."""
 
     def __init__(self) -> None:
-        from monitoring.log.store import PredictionLog
-        from monitoring.log.writer import BufferedPredictionWriter
-
         install_log_filter()
         self._closing = threading.Event()
         params = serve_params()
         cfg = params.serve
-        self.log = PredictionLog.from_url(params.prediction_log_url)
-        self._mark_lost_shadows()
-        # group commit: concurrent requests wait for one transaction (flush_interval_s caps it)
-        self.writer = BufferedPredictionWriter(
-            self.log, max_batch=64, flush_interval_s=0.005, shadow_pending=True
-        )
-        self._feedback_lock = threading.Lock()  # check-then-insert of one case at a time
-        models_dir = os.environ.get(MODELS_DIR_ENV)
-        source = FolderSource(Path(models_dir)) if models_dir else RegistrySource(params)
-        self.reloader = Reloader(
-            source,
-            StageCache(self._load_stage),
-            cfg.shadow,
-            champion_alias=os.environ.get(ALIAS_ENV, CHAMPION),
-            shadow_alias=os.environ.get(SHADOW_ALIAS_ENV, CHALLENGER),
-            on_reload=lambda result: metrics()["reloads"].labels(result=result).inc(),
-        )
+        self.requests = RequestLog(params.prediction_log_url)  # the prediction log's writer
+        self.reloader = build_reloader(params)
         self.champion = MicroBatcher(
             self._champion_batch,
             max_batch_size=cfg.max_batch_size,
             linger_ms=min(cfg.batch_linger_ms, cfg.max_latency_ms),
             name="champion",
-            initializer=functools.partial(_torch_threads, cfg.torch_threads),
+            initializer=functools.partial(torch_threads, cfg.torch_threads),
         )
         self.in_flight = InFlight()  # champion requests being served: the shadow yields to them
         self.shadow = ShadowRunner(
             self._shadow_batch,
-            self._record,
+            self.requests.record_shadow,
             timeout_s=cfg.shadow_timeout_s,
             queue_size=cfg.shadow_queue_size,
             max_batch=cfg.shadow_max_batch,
-            initializer=functools.partial(_torch_threads, cfg.torch_threads),
+            initializer=functools.partial(torch_threads, cfg.torch_threads),
             in_flight=self.in_flight,
             quiet_s=cfg.shadow_quiet_ms / 1000,
             nice=cfg.shadow_nice,
@@ -175,26 +115,10 @@ class CopilotService:
             with contextlib.suppress(Exception):
                 self.shadow.close(timeout=5)
             with contextlib.suppress(Exception):
-                self.writer.close(timeout=10)
+                self.requests.writer.close(timeout=10)
             os._exit(70)
 
-    def _mark_lost_shadows(self) -> None:
-        """Rows a killed service left with a pending shadow say why it never came."""
-        try:
-            lost = self.log.mark_pending_lost()
-        except Exception as err:  # noqa: BLE001 - the log may be down; serving goes on
-            log.warning("could not mark pending shadows lost: %s", type(err).__name__)
-            return
-        if lost:
-            log.warning("%d logged requests lost their shadow run (service restarted)", lost)
-
     # ------------------------------------------------------------ models
-
-    @staticmethod
-    def _load_stage(stage: str, local_dir: Path) -> Any:
-        from pipelines.registry.register import load_stage_folder
-
-        return load_stage_folder(stage, local_dir, qdrant_location=serve_params().qdrant_location)
 
     def _first_load(self) -> None:
         try:
@@ -215,54 +139,8 @@ class CopilotService:
         models = self.reloader.current
         if models is None or models.shadow is None:
             return [None] * len(jobs)
-        _fault_hook()
+        shadow_fault_hook()
         return models.shadow.suggest_batch([j.message for j in jobs], [j.context for j in jobs])
-
-    def _record(self, result: ShadowResult) -> None:
-        """Add the shadow's outcome to the request's row (written when the champion answered)."""
-        from monitoring.log.store import ShadowUpdate
-
-        job = result.job
-        metrics()["shadow"].labels(outcome=result.outcome).inc()
-        if result.outcome in FAILURES:
-            metrics()["shadow_failures"].labels(kind=result.outcome).inc()
-            log.warning(
-                "shadow %s for request %s: %s", result.outcome, job.request_id, result.error
-            )
-        self.writer.submit(
-            ShadowUpdate(job.request_id, result.outcome, result.suggestion, result.error)
-        )
-
-    async def _commit(self, job: ShadowJob) -> bool:
-        """Write the champion's row (redacted) and wait for its commit; False if it timed out."""
-        from monitoring.log.writer import WriterFull
-
-        timeout = serve_params().serve.log_commit_timeout_s
-
-        def submit() -> Any:
-            record = PredictionRecord(
-                request_id=job.request_id,
-                case_id=stored_case_id(job.case_id),
-                created_at=job.created_at,
-                message=redacted(job.message),
-                champion=job.champion,
-                latency_ms=job.latency_ms,
-            )
-            return self.writer.submit(record, timeout=timeout)
-
-        try:
-            committed = await anyio.to_thread.run_sync(submit)
-            # shield: giving up waiting must not cancel the write itself
-            return bool(
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(committed)), timeout)
-            )
-        except (WriterFull, TimeoutError) as err:
-            reason = "queue_full" if isinstance(err, WriterFull) else "commit_timeout"
-            metrics()["unlogged"].labels(reason=reason).inc()
-            log.warning(
-                "answering request %s before its log row committed (%s)", job.request_id, reason
-            )
-            return False
 
     # ------------------------------------------------------------ routes
 
@@ -289,7 +167,8 @@ class CopilotService:
         job = ShadowJob(
             request_id, case_id, message, turns, suggestion, latency_ms, datetime.now(UTC)
         )
-        logged = await self._commit(job)  # durable before the 200 (or logged=false)
+        # durable before the 200 (or logged=false)
+        logged = await self.requests.commit(job, serve_params().serve.log_commit_timeout_s)
         self.shadow.submit(job)  # after the row was queued: its update can never come first
         return SuggestResponse(
             request_id=request_id,
@@ -314,8 +193,8 @@ class CopilotService:
         case; the same feedback again is idempotent (200, `stored: false`). `used_suggestion`
         must be a JSON boolean (`"yes"` or 1 is a 400).
         """
-        status, stored, error = await anyio.to_thread.run_sync(
-            store_feedback, self.log, self._feedback_lock, case_id, sent_reply, used_suggestion
+        status, stored, error = await self.requests.store_feedback(
+            case_id, sent_reply, used_suggestion
         )
         ctx.response.status_code = status
         return FeedbackResponse(case_id=case_id, stored=stored, error=error)
@@ -339,16 +218,10 @@ class CopilotService:
     @bentoml.api(route="/admin/status")
     async def status(self) -> StatusResponse:
         """What the service runs and why not more: models, errors, log writes, shadow runs."""
-        stats = self.writer.stats()
         return StatusResponse(
             reloaded=False,
             **self._models(),
-            log={
-                "submitted": stats.submitted,
-                "written": stats.written,
-                "failed_flushes": stats.failed_flushes,
-                "rejected": stats.rejected,
-            },
+            log=self.requests.counts(),
             shadow_runs=self.shadow.stats(),
         )
 
@@ -367,13 +240,13 @@ class CopilotService:
         def wait() -> bool:
             deadline = time.monotonic() + timeout_s
             drained = self.shadow.drain(timeout_s)
-            return drained and self.writer.flush(max(0.0, deadline - time.monotonic()))
+            return drained and self.requests.flush(max(0.0, deadline - time.monotonic()))
 
         flushed = await anyio.to_thread.run_sync(wait)
         return FlushResponse(
             flushed=flushed,
             shadow=self.shadow.stats(),
-            written=self.writer.stats().written,
+            written=self.requests.written(),
             batches=self.champion.stats(),
         )
 
@@ -388,8 +261,7 @@ class CopilotService:
         self.reloader.stop()
         self.shadow.close(timeout=30)
         self.champion.close()
-        self.writer.close()
-        self.log.close()
+        self.requests.close()
 
 
 def _models_ready() -> bool:

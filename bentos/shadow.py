@@ -21,7 +21,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bentos.inflight import InFlight
+from bentos.model_thread import ModelThread, lower_priority
 from pipelines.data.contract import Suggestion, Turn
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ class ShadowResult:
 RunBatch = Callable[[Sequence[ShadowJob]], Sequence[Suggestion | None]]
 
 
-def _lower_priority(nice: int) -> None:
-    """Renice the calling thread by `nice` (Linux: per thread); harmless where unsupported."""
-    if nice <= 0:
-        return
-    with contextlib.suppress(AttributeError, OSError):  # platform dependent
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
 @dataclass
 class _Counters:
     submitted: int = 0
@@ -81,45 +73,6 @@ class _Counters:
 
 
 _STOP = object()
-
-
-class _ModelThread:
-    """One daemon thread (at the shadow's priority) running submitted calls in order.
-
-    Daemon, unlike a ThreadPoolExecutor's workers, so a challenger stuck for good cannot keep
-    the service from exiting.
-    """
-
-    def __init__(
-        self,
-        initializer: Callable[[], None] | None = None,
-        name: str = "shadow-model",
-        nice: int = 0,
-    ) -> None:
-        self._initializer, self._nice = initializer, nice
-        self._calls: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._work, name=name, daemon=True).start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._calls.put((future, fn, args))
-        return future
-
-    def shutdown(self) -> None:
-        self._calls.put(_STOP)
-
-    def _work(self) -> None:
-        _lower_priority(self._nice)
-        if self._initializer is not None:
-            self._initializer()
-        while (call := self._calls.get()) is not _STOP:
-            future, fn, args = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as err:  # noqa: BLE001 - handed to the waiting dispatcher
-                future.set_exception(err)
 
 
 class ShadowRunner:
@@ -152,12 +105,12 @@ class ShadowRunner:
         self._hung: list[concurrent.futures.Future] = []
         self._executor = self._new_executor()
         # Shed jobs are recorded (redacted, logged) here, off the request path (an event loop).
-        self._recorder = _ModelThread(name="shadow-record", nice=nice)
+        self._recorder = ModelThread(name="shadow-record", nice=nice)
         self._thread = threading.Thread(target=self._dispatch, name="shadow-dispatch", daemon=True)
         self._thread.start()
 
-    def _new_executor(self) -> _ModelThread:
-        return _ModelThread(self._initializer, nice=self.nice)
+    def _new_executor(self) -> ModelThread:
+        return ModelThread(self._initializer, nice=self.nice)
 
     def submit(self, job: ShadowJob) -> bool:
         """Queue a job without waiting; False when it was shed (queue full) or the runner closed."""
@@ -219,7 +172,7 @@ class ShadowRunner:
     # ------------------------------------------------------------ dispatcher thread
 
     def _dispatch(self) -> None:
-        _lower_priority(self.nice)  # it also records (redacts, logs) shadow results
+        lower_priority(self.nice)  # it also records (redacts, logs) shadow results
         while True:
             batch, stop = self._next_batch()
             if batch:

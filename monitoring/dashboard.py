@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitoring.online import OnlineMetrics
 from pipelines.config import Params
+from pipelines.data.contract import STAGES
 
 if TYPE_CHECKING:
     from monitoring.drift import DriftResult
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 DRIFT_TAB = "Drift"
 ONLINE_TAB = "Online"
 REVIEW_TAB = "Reviewed"
+# The calibrated stages whose accuracy `monitoring.online.estimated_accuracy` estimates label-free
+ESTIMATED_STAGES = ("trigger", "topic")
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,12 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec(
         "Abstain rate per stage",
         ONLINE_TAB,
-        tuple(
-            _mean(stage, f"abstain_{stage}")
-            for stage in ("trigger", "topic", "retrieve", "answer", "tone")
-        ),
+        tuple(_mean(stage, f"abstain_{stage}") for stage in STAGES),
     ),
     PanelSpec(
         "Estimated accuracy (average confidence)",
         ONLINE_TAB,
-        (_mean("trigger", "est_acc_trigger"), _mean("topic", "est_acc_topic")),
+        tuple(_mean(stage, f"est_acc_{stage}") for stage in ESTIMATED_STAGES),
         "label-free: mean calibrated probability of the predicted class",
     ),
 )
@@ -115,7 +115,7 @@ REVIEW_PANELS: tuple[PanelSpec, ...] = (
         tuple(
             _mean(f"{kind} {stage}", f"{prefix}_error_{stage}")
             for kind, prefix in (("raw", "label_free"), ("calibrated", "calibrated"))
-            for stage in ("trigger", "topic")
+            for stage in ESTIMATED_STAGES
         ),
         "average-confidence estimate minus reviewed accuracy (0 = honest)",
     ),

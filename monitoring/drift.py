@@ -138,9 +138,6 @@ def compute_drift(
     `tracked` values (e.g. online metrics) are stored in the same snapshot as `MeanValue`
     metrics of constant columns, so the dashboard plots them over time; NaN values are left out.
     """
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.descriptors import NonLetterCharacterPercentage, TextLength, WordCount
-    from evidently.metrics import DriftedColumnsCount, EmbeddingsDrift, MeanValue, ValueDrift
     from evidently.metrics.embeddings import ModelDriftMethod
 
     for name, frame in (("reference", reference), ("current", current)):
@@ -153,44 +150,68 @@ def compute_drift(
     values = {
         k: float(v) for k, v in (tracked or {}).items() if v is not None and not math.isnan(v)
     }
-    frames = []
-    for frame in (reference, current):
-        frame = frame[["message", *columns]].reset_index(drop=True)
-        for key, value in values.items():
-            frame[key] = value
-        frames.append(frame)
-    (reference, emb_columns), (current, _) = (_with_embeddings(f, embedder_name) for f in frames)
-    method = ModelDriftMethod(threshold=cfg.embedding_drift_threshold)
-    # Evidently's classifier drift method on the embeddings, called directly: its metric wrapper
-    # also draws a t-SNE (seconds to minutes on 2 cores), added only when monitor.embedding_tsne.
-    try:
-        auc, _, _ = method(current[emb_columns].copy(), reference[emb_columns].copy())
-    except ValueError:  # a tiny window can leave one side out of the classifier's test half
-        auc = math.nan
-    if not math.isnan(auc):
-        values[EMBEDDING_SCORE] = float(auc)
-        for frame in (reference, current):
-            frame[EMBEDDING_SCORE] = float(auc)
-    embedding_metrics = []
-    if cfg.embedding_tsne:
-        embedding_metrics.append(EmbeddingsDrift(embeddings_name="message", drift_method=method))
-    else:  # 384 columns the report would only carry along
-        reference, current = (f.drop(columns=emb_columns) for f in (reference, current))
-    definition = DataDefinition(
-        text_columns=["message"],
-        categorical_columns=[c for c in columns if c in CATEGORICAL],
-        numerical_columns=[c for c in columns if c in NUMERICAL] + list(values),
-        embeddings={"message": emb_columns} if cfg.embedding_tsne else None,
+    (reference, emb_columns), (current, _) = (
+        _with_embeddings(_report_frame(frame, columns, values), embedder_name)
+        for frame in (reference, current)
     )
-    descriptors = [
-        TextLength("message", alias="text_length"),
-        WordCount("message", alias="word_count"),
-        NonLetterCharacterPercentage("message", alias="non_letter_share"),
-    ]
+    method = ModelDriftMethod(threshold=cfg.embedding_drift_threshold)
+    auc = _embedding_auc(method, reference[emb_columns], current[emb_columns])
+    if not math.isnan(auc):
+        values[EMBEDDING_SCORE] = auc
+        for frame in (reference, current):
+            frame[EMBEDDING_SCORE] = auc
+    if not cfg.embedding_tsne:  # 384 columns the report would only carry along
+        reference, current = (f.drop(columns=emb_columns) for f in (reference, current))
+    report, value_drift = _drift_report(cfg, columns, values, method)
+    current_set, reference_set = _datasets(
+        (current, reference), columns, values, emb_columns if cfg.embedding_tsne else None
+    )
+    snapshot = report.run(current_set, reference_set, timestamp=timestamp, tags=list(tags))
+    threshold = cfg.embedding_drift_threshold
+    results = {EMBEDDING: SignalDrift(auc, threshold, auc > threshold, "model")}
+    for column, metric in value_drift.items():
+        p_value = float(snapshot.context.get_metric_result(metric).value)
+        results[column] = SignalDrift(p_value, metric.threshold, p_value < metric.threshold,
+                                      metric.method)  # fmt: skip
+    return _decide(results, cfg, len(reference), len(current), snapshot, values)
+
+
+def _report_frame(
+    frame: pd.DataFrame, columns: list[str], values: Mapping[str, float]
+) -> pd.DataFrame:
+    """The message and the comparable columns, plus one constant column per tracked value."""
+    return frame[["message", *columns]].reset_index(drop=True).assign(**values)
+
+
+def _embedding_auc(method: Any, reference: pd.DataFrame, current: pd.DataFrame) -> float:
+    """ROC AUC of a classifier telling current from reference embeddings; NaN when it can't.
+
+    Evidently's classifier drift method, called directly: its metric wrapper also draws a
+    t-SNE (seconds to minutes on 2 cores), added only when `monitor.embedding_tsne`.
+    """
+    try:
+        auc, _, _ = method(current.copy(), reference.copy())
+    except ValueError:  # a tiny window can leave one side out of the classifier's test half
+        return math.nan
+    return float(auc)
+
+
+def _drift_report(
+    cfg: MonitorConfig, columns: list[str], values: Mapping[str, float], method: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The Evidently report, and the per-signal `ValueDrift` metrics to read back."""
+    from evidently import Report
+    from evidently.metrics import DriftedColumnsCount, EmbeddingsDrift, MeanValue, ValueDrift
+
     signals = [*DESCRIPTORS, *columns]
     methods = {c: "TVD" if c in CATEGORICAL else "ks" for c in signals}
     threshold = cfg.column_drift_p_value
     value_drift = {c: ValueDrift(column=c, method=methods[c], threshold=threshold) for c in signals}
+    embedding_metrics = (
+        [EmbeddingsDrift(embeddings_name="message", drift_method=method)]
+        if cfg.embedding_tsne
+        else []
+    )
     report = Report(
         [
             DriftedColumnsCount(
@@ -204,21 +225,34 @@ def compute_drift(
             *(MeanValue(column=key) for key in values),
         ]
     )
-    snapshot = report.run(
-        Dataset.from_pandas(current, data_definition=definition, descriptors=descriptors),
-        Dataset.from_pandas(reference, data_definition=definition, descriptors=descriptors),
-        timestamp=timestamp,
-        tags=list(tags),
+    return report, value_drift
+
+
+def _datasets(
+    frames: tuple[pd.DataFrame, ...],
+    columns: list[str],
+    values: Mapping[str, float],
+    emb_columns: list[str] | None,
+) -> list[Any]:
+    """Evidently datasets of `frames`, with the text descriptors computed on the messages."""
+    from evidently import DataDefinition, Dataset
+    from evidently.descriptors import NonLetterCharacterPercentage, TextLength, WordCount
+
+    definition = DataDefinition(
+        text_columns=["message"],
+        categorical_columns=[c for c in columns if c in CATEGORICAL],
+        numerical_columns=[c for c in columns if c in NUMERICAL] + list(values),
+        embeddings={"message": emb_columns} if emb_columns is not None else None,
     )
-    results: dict[str, SignalDrift] = {}
-    auc = float(auc)
-    results[EMBEDDING] = SignalDrift(
-        auc, cfg.embedding_drift_threshold, auc > cfg.embedding_drift_threshold, "model"
-    )
-    for column, metric in value_drift.items():
-        p_value = float(snapshot.context.get_metric_result(metric).value)
-        results[column] = SignalDrift(p_value, threshold, p_value < threshold, methods[column])
-    return _decide(results, cfg, len(reference), len(current), snapshot, values)
+    descriptors = [
+        TextLength("message", alias="text_length"),
+        WordCount("message", alias="word_count"),
+        NonLetterCharacterPercentage("message", alias="non_letter_share"),
+    ]
+    return [
+        Dataset.from_pandas(frame, data_definition=definition, descriptors=descriptors)
+        for frame in frames
+    ]
 
 
 def _decide(

@@ -1,7 +1,8 @@
 """Online metrics of a prediction-log window: match rate, acceptance, coverage, abstains, accuracy.
 
 - match rate: share of cases with feedback whose champion suggestion matches the reply the agent
-  sent (`monitoring.decisions.promotion.suggestion_matches`; an abstention is a miss). Champion and shadow
+  sent (`monitoring.decisions.promotion.suggestion_matches`; an abstention is a miss). Champion and
+  shadow
   are also compared on the *same* cases (`shadow_stats_from_window`).
 - acceptance: of the cases shown a suggestion that have feedback, the share the agent used.
 - coverage: share of requests that got a suggestion; abstain rate: share stopped at each stage.
@@ -12,8 +13,9 @@
   requests that reached the topic stage. It drifts down when traffic moves away from what the
   model was calibrated on (it over-estimates under strong shift, so it is a warning light).
 - before/after a promotion (`rollback_stats`): the old champion's match outcomes before it and the
-  new champion's since, told apart by the stage version each request logged — the inputs of the
-  automatic rollback (`monitoring.decisions.promotion.should_roll_back`, flows/lifecycle/rollback.py).
+  new champion's since, told apart by the stage version each request logged — the inputs of
+  the automatic rollback (`monitoring.decisions.promotion.should_roll_back`,
+  flows/lifecycle/rollback.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ registry by alias elsewhere), so tests build one from tiny real models.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 from pipelines.data.contract import STAGES, Stage, Suggestion, Turn
 from pipelines.stages.answer import AnswerInput
+from pipelines.stages.registry import get_stage
 
 Context = Sequence[Turn]
 
@@ -238,7 +238,7 @@ def stage_version(stage: str, model_dir: Path) -> str:
 
 
 def load_cascade_from_dirs(models_dir: Path, *, qdrant_location: str | None = None) -> Cascade:
-    """Load every stage from `models_dir/<stage>/` with `pipelines.stages.<stage>.load`."""
+    """Load every stage from `models_dir/<stage>/` with its own `load` (the stage registry)."""
     models_dir = Path(models_dir)
     missing = [s for s in STAGES if not (models_dir / s).is_dir()]
     if missing:
@@ -246,12 +246,6 @@ def load_cascade_from_dirs(models_dir: Path, *, qdrant_location: str | None = No
             f"{models_dir}: no model folder for {', '.join(missing)}; train them with "
             f"`casepilot train <stage> --out {models_dir}/<stage>`"
         )
-    loaded: dict[str, Any] = {}
-    for stage in STAGES:
-        module = importlib.import_module(f"pipelines.stages.{stage}")
-        if stage == "retrieve":
-            loaded[stage] = module.load(models_dir / stage, location=qdrant_location)
-        else:
-            loaded[stage] = module.load(models_dir / stage)
+    loaded = {s: get_stage(s).load(models_dir / s, location=qdrant_location) for s in STAGES}
     versions = {s: stage_version(s, models_dir / s) for s in STAGES}
     return Cascade(**loaded, versions=versions)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,21 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Home(Path(os.environ.get("CASEPILOT_TEST_HOME", "/tmp/casepilot-test-home")).resolve())
     os.environ["CASEPILOT_HOME"] = str(home.root)
     home.apply()
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored() -> Iterator[None]:
+    """A `casepilot` command run in-process (Typer's CliRunner) sets the quiet switches in
+    os.environ and adds log handlers (pipelines/quiet.py); the next test starts without them."""
+    environ, root = dict(os.environ), logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
 
 
 @pytest.fixture

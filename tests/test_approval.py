@@ -19,6 +19,7 @@ from test_paging import Receiver
 from test_registry import _register, winning_decision
 
 from monitoring.decisions.promotion import ShadowStats
+from monitoring.decisions.rollback import auto_rollback
 from pipelines.config import Params, params_from_mapping
 from pipelines.home import Home
 from pipelines.registry.approval import (
@@ -43,7 +44,7 @@ from pipelines.registry.register import (
     resolve_cascade_dirs,
     resolve_stage,
 )
-from pipelines.registry.rollback import auto_rollback, rollback_champion
+from pipelines.registry.rollback import rollback_champion
 
 PASSING = {"accuracy": 0.9}
 TAG = "casepilot.approved_by"

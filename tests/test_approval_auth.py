@@ -1,6 +1,7 @@
 """Approvals against a real `mlflow server --app-name basic-auth` with casepilot's users.
 
-One server for the module (started by flows/platform/services.py on 127.0.0.1, users, roles and approvals
+One server for the module (started by flows/platform/services.py on 127.0.0.1, users, roles and
+approvals
 ledgers set up by flows/platform/mlflow_auth.py exactly as `casepilot up` does). The clients sign in
 through MLflow's own MLFLOW_TRACKING_USERNAME/PASSWORD: the server decides who they are.
 """
@@ -28,7 +29,6 @@ from pipelines.registry.approval import (
     SignIn,
     UnapprovedChampion,
     approve_request,
-    refuse_unapproved_champion,
     request_promotion,
 )
 from pipelines.registry.approval_ledger import (
@@ -46,6 +46,7 @@ from pipelines.registry.register import (
     promote_challenger,
     registry_client,
 )
+from pipelines.registry.resolve import refuse_unapproved_champion
 
 pytestmark = pytest.mark.slow  # one real MLflow server with sign-in for the module
 STAGE = "topic"

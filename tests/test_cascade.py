@@ -22,6 +22,7 @@ from pipelines.evaluate.text_metrics import faithfulness, groundedness, tone_sco
 from pipelines.stages import retrieve
 from pipelines.stages.answer import AnswerInput, AnswerPrediction
 from pipelines.stages.encoder.embedder import load_embedder
+from pipelines.stages.index.qdrant import EMBED_ROWS
 from tests.test_retrieve import MESSAGES, REPLIES, case, toy_cases, toy_docs
 
 CHIT_CHAT = [
@@ -254,7 +255,7 @@ def test_answer_returns_the_near_exact_retrieved_reply_when_generation_is_unsure
 
 def test_batch_equals_single(cascade) -> None:
     messages = ["my card got blocked", "hello!", "how do I change my address", "where is my refund"]
-    # more than retrieve.EMBED_ROWS messages of varied length: the query embedder runs on
+    # more than EMBED_ROWS messages of varied length: the query embedder runs on
     # length-sorted chunks, which must not change a hit
     messages += [
         "my debit card is frozen and I am standing at the till with a full trolley of shopping",
@@ -266,7 +267,7 @@ def test_batch_equals_single(cascade) -> None:
         "new address",
         "why was my card declined",
     ]
-    assert len(messages) > retrieve.EMBED_ROWS
+    assert len(messages) > EMBED_ROWS
     batch = cascade.suggest_batch(messages)
     single = [cascade.suggest(m) for m in messages]
     strip = lambda s: s.model_dump(exclude={"latency_ms", "scores"})  # noqa: E731

@@ -138,8 +138,8 @@ def test_bad_demo_settings_name_the_key(home: Home, tmp_path: Path, overlay, nam
 
 def test_page_receiver_gets_a_real_webhook_page(home: Home) -> None:
     from flows.demo.receiver import page_receiver
-    from monitoring.notify.paging import PageEvent, page
     from pipelines.config import params_from_mapping
+    from pipelines.notify.paging import PageEvent, page
 
     with page_receiver() as receiver:
         params = params_from_mapping(

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from conftest import REPO, postgres_url
 from typer.testing import CliRunner
 
-from monitoring.notify.alerts import Alert, read_alerts, send_alert
 from pipelines.config import Params, params_from_mapping
 from pipelines.data.intake import list_quarantine, load_accepted, release, run_intake
 from pipelines.data.intake.ledger import Ledger
 from pipelines.home import Home
+from pipelines.notify.alerts import Alert, read_alerts, send_alert
 from pipelines.registry.lineage import dvc_data_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "intake"
@@ -280,8 +280,8 @@ def test_dvc_repro_reruns_only_what_changed(
     training downstream; tests/test_dvc_pipeline.py runs the whole pipeline)."""
     repo = tmp_path / "repo"
     shutil.copytree(
-        REPO / "pipelines" / "intake",
-        repo / "pipelines" / "intake",
+        REPO / "pipelines" / "data" / "intake",
+        repo / "pipelines" / "data" / "intake",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")

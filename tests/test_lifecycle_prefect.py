@@ -66,7 +66,7 @@ def harness() -> Iterator[None]:
 @pytest.mark.slow  # the test harness starts a temporary Prefect server first
 def test_a_failed_flow_alerts_and_pages(harness: None, home: Home, tmp_path: Path) -> None:
     from flows.lifecycle.loop import retrain
-    from monitoring.notify.alerts import read_alerts
+    from pipelines.notify.alerts import read_alerts
 
     params_file = _write_params(tmp_path / "params.yaml", {})
     state = retrain(str(params_file), ["no-such-stage"], return_state=True)
@@ -84,7 +84,7 @@ def test_monitor_still_checks_for_regressions_when_its_drift_step_fails(
     harness: None, home: Home, tmp_path: Path
 ) -> None:
     from flows.lifecycle.loop import monitor
-    from monitoring.notify.alerts import read_alerts
+    from pipelines.notify.alerts import read_alerts
 
     params_file = _write_params(
         tmp_path / "params.yaml",
@@ -345,7 +345,7 @@ def test_promotion_needs_approval_and_a_forced_regression_rolls_back(
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.lifecycle.loop import monitor, promote, rollback
-    from monitoring.notify.alerts import read_alerts
+    from pipelines.notify.alerts import read_alerts
     from pipelines.registry.approval import approve_version, request_promotion
     from pipelines.registry.register import (
         CHAMPION,

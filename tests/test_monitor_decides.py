@@ -228,7 +228,7 @@ def _challenger_tags(params, stage: str) -> dict[str, str]:
 def test_monitor_requests_only_the_improved_stage_notifies_once_and_reruns_quietly(
     world: SimpleNamespace,
 ) -> None:
-    from flows.lifecycle.decide import REJECTED
+    from flows.lifecycle.record import REJECTED
     from pipelines.registry.approval import REQUESTED
 
     decided = world.decided

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.notify.paging import LOG_FILE, STATE_FILE, PageEvent, page
 from pipelines.config import ConfigError, Params, params_from_mapping
 from pipelines.home import Home
+from pipelines.notify.paging import LOG_FILE, STATE_FILE, PageEvent, page
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 EVENT = PageEvent(

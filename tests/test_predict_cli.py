@@ -104,7 +104,8 @@ def test_the_service_keeps_its_models_when_champion_is_unapproved(
     registry, receiver, models_root, monkeypatch, tmp_path
 ) -> None:
     """Last in the module: moves `champion` around the gate, as a careless admin could."""
-    from bentos.reload import RegistrySource, Reloader, StageCache
+    from bentos.reload import Reloader, StageCache
+    from bentos.sources import RegistrySource
     from pipelines.registry.lineage import Lineage
     from pipelines.registry.register import load_stage_folder, register_stage, registry_client
 

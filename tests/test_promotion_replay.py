@@ -185,7 +185,8 @@ def test_a_loser_is_judged_with_a_challenger_that_won_alone(tmp_path: Path) -> N
     """Retrieve v2 wins alone and is requested alone; topic v2 loses alone (it names a topic
     retrieve v1 has no conversation of) but adds matches given retrieve v2: it is requested
     together with it. Trigger v2 adds nothing and keeps its own rejection."""
-    from flows.lifecycle.decide import Pending, _joint_evidence
+    from flows.lifecycle.evidence import Pending
+    from flows.lifecycle.joint import joint_evidence as _joint_evidence
     from pipelines.registry.resolve import ResolvedStage
 
     params = _params(tmp_path, promote={"min_cases": 10})

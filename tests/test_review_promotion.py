@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.lifecycle.decide import REJECTED, REJECTED_REASONS, record_decision
+from flows.lifecycle.record import REJECTED, REJECTED_REASONS, record_decision
 from monitoring.decisions.promotion import PromotionDecision
 from monitoring.review.promotion import TAG_PREFIX, reviewed_decision, with_reviewed_evidence
 from pipelines.config import Params, params_from_mapping

@@ -54,12 +54,10 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`champion` → v1 (all stages); `challenger` → a retuned trigger; `v2`: champion with it."""
     # keyed by the code the models are built and loaded with, so a change rebuilds them
     sources = [
-        *(REPO / "pipelines" / "stages").glob("*.py"),
-        *(REPO / "pipelines" / "synth").glob("*"),
-        *(
-            REPO / "pipelines" / n
-            for n in ("config.py", "contract.py", "embedder.py", "training.py")
-        ),
+        *(REPO / "pipelines" / "stages").rglob("*.py"),
+        *(REPO / "pipelines" / "data" / "synth").glob("*"),
+        *(REPO / "pipelines" / "config").glob("*.py"),
+        REPO / "pipelines" / "data" / "contract.py",
     ]
     code = b"".join(p.read_bytes() for p in sorted(sources) if p.is_file())
     recipe = inspect.getsource(build_tiny_models).encode()
@@ -445,7 +443,8 @@ def test_registry_aliases_moving_swap_the_models(models_root: Path, tmp_path: Pa
     """
     from test_registry import winning_decision
 
-    from bentos.reload import RegistrySource, Reloader, StageCache
+    from bentos.reload import Reloader, StageCache
+    from bentos.sources import RegistrySource
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
     from pipelines.registry.approval import approve_version, request_promotion

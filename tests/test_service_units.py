@@ -24,15 +24,8 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel, StrictBool, ValidationError
 
-from bentos.reload import (
-    CHALLENGER,
-    CHAMPION,
-    FolderSource,
-    Reloader,
-    StageCache,
-    StoreMissing,
-    StoreReplaced,
-)
+from bentos.reload import Reloader, StageCache
+from bentos.sources import CHALLENGER, CHAMPION, FolderSource, StoreMissing, StoreReplaced
 from monitoring.log.store import (
     SHADOW_LOST_ON_RESTART,
     PredictionLog,
@@ -202,7 +195,7 @@ def test_a_broken_challenger_leaves_the_champion_serving(tmp_path) -> None:
 
 
 def test_a_missing_mlflow_store_fails_the_reload_and_a_replaced_one_is_reported(tmp_path) -> None:
-    from bentos.reload import RegistrySource
+    from bentos.sources import RegistrySource
     from pipelines.config import params_from_mapping
     from pipelines.home import Home
 
@@ -235,7 +228,7 @@ def test_an_unreachable_mlflow_server_fails_the_reload_within_seconds(
     tmp_path, monkeypatch
 ) -> None:
     """MLflow's default retries hold a refused request ~4 minutes; the service's give up fast."""
-    from bentos.reload import RegistrySource
+    from bentos.sources import RegistrySource
     from flows.platform.services import free_port
     from pipelines.config import params_from_mapping
     from pipelines.home import Home

@@ -14,8 +14,9 @@ import pytest
 
 from bentos.batching import MicroBatcher
 from bentos.inflight import InFlight
-from bentos.reload import FolderSource, Reloader, StageRef, shadow_refs
+from bentos.reload import Reloader, shadow_refs
 from bentos.shadow import ShadowJob, ShadowResult, ShadowRunner
+from bentos.sources import FolderSource, StageRef
 from pipelines.data.contract import STAGES, Suggestion
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.notify.alerts import read_alerts
 from pipelines.config import Params, params_from_mapping
 from pipelines.data.intake import list_quarantine, load_accepted, run_intake
 from pipelines.data.intake.run import BatchOutcome
 from pipelines.data.intake.suite import ValidationSummary
 from pipelines.home import Home
+from pipelines.notify.alerts import read_alerts
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "intake"
 

@@ -1,8 +1,8 @@
 """`casepilot approve STAGE --version N`: a reviewer approves a promotion request.
 
 The reviewer signs in as themselves with MLflow's own MLFLOW_TRACKING_USERNAME/PASSWORD; the
-approval is a run in their ledger (pipelines/registry/approval_ledger.py), so the promote step knows who
-approved from the server, not from what anyone typed.
+approval is a run in their ledger (pipelines/registry/approval_ledger.py), so the promote step
+knows who approved from the server, not from what anyone typed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -74,54 +73,23 @@ def train_retrieve(
     mlflow: bool = MLFLOW,
 ) -> None:
     """Build the retrieval index (training cases + docs) and report recall@k / MRR on validation."""
+    from flows.cli.train_launch import split_or_val, train_and_report
     from pipelines.data.contract import KnowledgeDoc, LabeledCase
-    from pipelines.data.dataset import split_cases
-    from pipelines.stages import retrieve
+    from pipelines.stages.base import StageInputs
 
     params = _params(params_file)
-    all_cases = _read(cases, LabeledCase)
-    if val is None:
-        train_cases, val_cases = split_cases(
-            all_cases, params.data.validation_share, params.data.split_seed
-        )
-    else:
-        train_cases, val_cases = all_cases, _read(val, LabeledCase)
-    started = time.perf_counter()
-    model_dir = retrieve.train(
-        params.retrieve,
-        train_cases,
-        val_cases,
-        out,
+    split = split_or_val(
+        params, _read(cases, LabeledCase), _read(val, LabeledCase) if val else None
+    )
+    inputs = StageInputs(
         docs=_read(docs, KnowledgeDoc),
         location=location or params.qdrant_location,
         data_version=data_version,
     )
-    info = json.loads((model_dir / retrieve.STAGE_FILE).read_text(encoding="utf-8"))
-    metrics = {
-        **info.get("val_metrics", {}),
-        "points": info["points"],
-        "wall_seconds": time.perf_counter() - started,
-    }
-    console.print(_metrics_table(f"retrieve {info['collection']} on validation", metrics))
-    if mlflow:
-        import mlflow as mlflow_lib
-
-        from pipelines.registry.tracking import log_evaluation, mlflow_run
-
-        with mlflow_run(params, "casepilot-retrieve", "train-retrieve") as run:
-            log_evaluation(
-                {f"val_{k}": v for k, v in metrics.items()}, None, params.retrieve.model_dump()
-            )
-            mlflow_lib.log_artifact(str(model_dir / retrieve.STAGE_FILE))
-            mlflow_lib.set_tags(
-                {
-                    "casepilot.stage": "retrieve",
-                    "casepilot.model_dir": str(model_dir),
-                    "casepilot.collection": info["collection"],
-                }
-            )
-            console.print(f"MLflow run {run.info.run_id} in experiment casepilot-retrieve")
-    console.print(f"[green]retrieve index saved to {model_dir}[/green]")
+    train_and_report(
+        "retrieve", params, params.retrieve, split, out, inputs, mlflow=mlflow, console=console,
+        table=_metrics_table,
+    )  # fmt: skip
 
 
 def evaluate_retrieve(
@@ -214,6 +182,17 @@ def _load_for_predict(params: Any, models: Path | None, alias: str, location: st
         raise typer.Exit(1) from None
 
 
+# How `predict` shows a stage the message passed, where the Suggestion says more than "pass"
+_PASSED = {
+    "topic": lambda s: f"[green]pass[/green]: {s.topic}",
+    "tone": lambda s: (
+        "[yellow]kept the draft[/yellow]"
+        if s.scores.get("tone_kept_draft") == 1.0
+        else "[green]rewrote[/green]"
+    ),
+}
+
+
 def predict(
     message: str = typer.Argument(..., help="the customer message"),
     alias: str = typer.Option(
@@ -253,13 +232,8 @@ def predict(
             decision = f"[red]abstain[/red]: {suggestion.abstain_reason}"
         elif not scores:
             decision = "[dim]not reached[/dim]"
-        elif stage == "topic":
-            decision = f"[green]pass[/green]: {suggestion.topic}"
-        elif stage == "tone":
-            kept = suggestion.scores.get("tone_kept_draft") == 1.0
-            decision = "[yellow]kept the draft[/yellow]" if kept else "[green]rewrote[/green]"
         else:
-            decision = "[green]pass[/green]"
+            decision = _PASSED.get(stage, lambda _: "[green]pass[/green]")(suggestion)
         table.add_row(stage, decision, scores, cascade.versions.get(stage, ""))
     console.print(table)
     if suggestion.text is None:

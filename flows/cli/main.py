@@ -27,6 +27,7 @@ from flows.cli.serve import serve
 from flows.cli.train import evaluate_app, train_app
 from flows.platform.up import down, up
 from pipelines.config import ConfigError, Params, load_params
+from pipelines.quiet import configure_output
 
 app = typer.Typer(
     help="casepilot: keep a support-reply copilot trained, safe and improving.",
@@ -51,6 +52,17 @@ app.command("down")(down)
 app.add_typer(mlflow_server_app, name="mlflow-server")
 app.add_typer(scenarios_app, name="scenarios")
 console = Console()
+
+
+@app.callback()
+def main_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show libraries' warnings, load reports and progress bars"
+    ),
+) -> None:
+    """casepilot: keep a support-reply copilot trained, safe and improving."""
+    # before any command imports torch, transformers, MLflow or Prefect; children inherit it
+    configure_output(verbose or None)
 
 
 def params_or_exit(path: Path) -> Params:

@@ -1,4 +1,5 @@
-"""`casepilot pii scan`: PII left on disk under CASEPILOT_HOME (thin over pipelines.data.pii.scan)."""
+"""`casepilot pii scan`: PII left on disk under CASEPILOT_HOME (thin over
+pipelines.data.pii.scan)."""
 
 from __future__ import annotations
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
-Stage = Literal["trigger", "topic", "retrieve", "answer", "tone"]
 
 
 def _read(path: Path, kind: type) -> list:
@@ -39,7 +37,7 @@ def _table(report) -> Table:
 
 
 def quantize(
-    stage: Stage = typer.Argument(..., help="trigger, topic, retrieve, answer or tone"),
+    stage: str = typer.Argument(..., help="a stage: trigger, topic, retrieve, answer or tone"),
     model: Path = typer.Option(..., "--model", help="the fp32 folder `casepilot train` wrote"),
     val: Path = typer.Option(..., "--val", help="validation LabeledCase JSONL (or a folder)"),
     out: Path = typer.Option(..., "--out", help="folder for the chosen variant + quantize.json"),

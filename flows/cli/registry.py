@@ -127,10 +127,31 @@ def promote(
     `--bootstrap` refuses a version that failed its offline gates unless `--force`.
     """
     from pipelines.data.contract import STAGES
-    from pipelines.registry.approval import PromotionRefused
-    from pipelines.registry.register import bootstrap_champion, promote_challenger
+    from pipelines.registry.promote import promote_stages
+    from pipelines.registry.store import stages_with_challenger
 
     params = _params(params_file)
+    _check_promote_flags(bootstrap, by=by, force=force)
+    stages = tuple(stage) or (STAGES if bootstrap else stages_with_challenger(params))
+    if not stages:
+        console.print("no stage has a challenger: nothing to promote")
+        return
+    action = "bootstrap a first champion for" if bootstrap else "promote the challenger of"
+    if not yes and not typer.confirm(f"{action} {', '.join(stages)}?"):
+        raise typer.Exit(1)
+    if bootstrap:
+        outcomes, refusals = _bootstrap_or_exit(params, stages, by=by, force=force), []
+    else:
+        outcomes, refusals = promote_stages(params, stages)
+    _show_champions(outcomes, bootstrap=bootstrap)
+    for refusal in refusals:
+        console.print(f"[red]{refusal}[/red]")
+    if refusals:
+        raise typer.Exit(1)
+
+
+def _check_promote_flags(bootstrap: bool, *, by: str | None, force: bool) -> None:
+    """Exit 2 when --by or --force is given without --bootstrap (a promotion needs a reviewer)."""
     if by is not None and not bootstrap:
         console.print(
             "[red]--by only names who bootstraps a first champion. A promotion's approver is "
@@ -144,29 +165,24 @@ def promote(
             "promotion always needs a reviewer's approval: drop --force[/red]"
         )
         raise typer.Exit(2)
-    stages = tuple(stage) or (STAGES if bootstrap else _stages_with_challenger(params))
-    if not stages:
-        console.print("no stage has a challenger: nothing to promote")
-        return
-    action = "bootstrap a first champion for" if bootstrap else "promote the challenger of"
-    if not yes and not typer.confirm(f"{action} {', '.join(stages)}?"):
-        raise typer.Exit(1)
-    refusals = []
-    if bootstrap:
-        try:
-            outcomes = bootstrap_champion(
-                params, by=by or getpass.getuser(), stages=stages, force=force
-            )
-        except PromotionRefused as err:
-            console.print(f"[red]{err}[/red]", soft_wrap=True)
-            raise typer.Exit(1) from None
-    else:
-        outcomes = []
-        for s in stages:
-            try:
-                outcomes.append(promote_challenger(params, s))
-            except (LookupError, PromotionRefused) as err:
-                refusals.append(str(err))
+
+
+def _bootstrap_or_exit(
+    params: Any, stages: tuple[str, ...], *, by: str | None, force: bool
+) -> list[Any]:
+    """`bootstrap_champion`'s outcomes; exit 1 with its refusal (a failed offline gate)."""
+    from pipelines.registry.approval import PromotionRefused
+    from pipelines.registry.bootstrap import bootstrap_champion
+
+    try:
+        return bootstrap_champion(params, by=by or getpass.getuser(), stages=stages, force=force)
+    except PromotionRefused as err:
+        console.print(f"[red]{err}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _show_champions(outcomes: list[Any], *, bootstrap: bool) -> None:
+    """The champion table, and a warning for every champion forced past its gates."""
     table = Table(title="champion" + (" (bootstrap)" if bootstrap else ""))
     for column in ("stage", "model", "champion", "previous", "approved by", "note"):
         table.add_column(column)
@@ -180,25 +196,6 @@ def promote(
         if o.forced:
             console.print(f"[yellow]{o.stage} v{o.version}: champion forced past failed offline "
                           "gates (recorded in the audit run)[/yellow]", soft_wrap=True)  # fmt: skip
-    for refusal in refusals:
-        console.print(f"[red]{refusal}[/red]")
-    if refusals:
-        raise typer.Exit(1)
-
-
-def _stages_with_challenger(params: Any) -> tuple[str, ...]:
-    from pipelines.data.contract import STAGES
-    from pipelines.registry.register import (
-        CHALLENGER,
-        aliases_of,
-        registered_model_name,
-        registry_client,
-    )
-
-    client = registry_client(params)
-    return tuple(
-        s for s in STAGES if CHALLENGER in aliases_of(client, registered_model_name(params, s))
-    )
 
 
 def rollback(

@@ -1,4 +1,5 @@
-"""`casepilot scenarios validate|generate|run|rates`: the written suite (pipelines/evaluate/scenarios)."""
+"""`casepilot scenarios validate|generate|run|rates`: the written suite
+(pipelines/evaluate/scenarios)."""
 
 from __future__ import annotations
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pipelines.config import ScheduleConfig
 
 console = Console()
 
@@ -40,12 +44,14 @@ def schedule(
             f"answer ({err!r}); start it (`casepilot up`) or fix schedule.prefect_api_url[/red]"
         )
         raise typer.Exit(1) from None
-    cfg = params.schedule
-    console.print(
-        f"work pool {cfg.work_pool} (process) on {cfg.prefect_api_url or 'PREFECT_API_URL'}"
-    )
-    for name in names:
-        console.print(f"  registered {name}")
+    for line in _registered(params.schedule, names):
+        console.print(line)
+
+
+def _registered(cfg: ScheduleConfig, names: list[str]) -> list[str]:
+    """What `casepilot schedule` registered: the pool, the deployments, when each flow runs."""
+    lines = [f"work pool {cfg.work_pool} (process) on {cfg.prefect_api_url or 'PREFECT_API_URL'}"]
+    lines += [f"  registered {name}" for name in names]
     retrain = (
         f"every {cfg.retrain_interval_seconds} s"
         if cfg.retrain_interval_seconds
@@ -56,8 +62,9 @@ def schedule(
         if cfg.monitor_interval_seconds
         else cfg.monitor_cron
     )
-    console.print(
+    lines.append(
         f"retrain: {retrain}, monitor: {monitor}, promote: every {cfg.promote_poll_seconds} s "
         f"({cfg.timezone}); start a worker: prefect worker start --pool {cfg.work_pool} "
         "--type process"
     )
+    return lines

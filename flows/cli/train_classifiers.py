@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,16 +12,6 @@ from rich.table import Table
 
 console = Console()
 ClassifierStage = Literal["trigger", "topic"]
-
-
-def _stage_module(stage: ClassifierStage) -> Any:
-    if stage == "trigger":
-        from pipelines.stages import trigger
-
-        return trigger
-    from pipelines.stages import topic
-
-    return topic
 
 
 def _params(params_file: Path) -> Any:
@@ -71,60 +60,25 @@ def _train(
     launcher: str,
     mlflow: bool,
 ) -> None:
-    from flows.cli.train_launch import relaunch_if_deepspeed
-    from pipelines.data.dataset import split_cases
-    from pipelines.registry.tracking import log_evaluation, mlflow_run
+    from flows.cli.train_launch import (
+        relaunch_if_deepspeed,
+        split_or_val,
+        stage_config,
+        train_and_report,
+    )
+    from pipelines.stages.base import StageInputs
 
     params = _params(params_file)
-    cfg = getattr(params, stage)
-    if deepspeed:
-        cfg = cfg.model_copy(update={"deepspeed": deepspeed})
+    cfg = stage_config(params, stage, deepspeed)
     relaunch_if_deepspeed(
         stage, cfg, launcher, params, cases=cases, out=out, params_file=params_file, val=val,
         mlflow=mlflow, console=console,
     )  # fmt: skip
-    all_cases = _read_cases(cases)
-    if val is None:
-        split = split_cases(all_cases, params.data.validation_share, params.data.split_seed)
-        train_cases, val_cases = split.train, split.val
-    else:
-        train_cases, val_cases = all_cases, _read_cases(val)
-    console.print(f"{stage}: {len(train_cases)} training and {len(val_cases)} validation cases")
-    module = _stage_module(stage)
-    started = time.perf_counter()
-    model_dir = module.train(cfg, train_cases, val_cases, out, console=console)
-    seconds = time.perf_counter() - started
-    if not _is_main_process():
-        return
-    model = module.load(model_dir)
-    metrics, figures = module.evaluate(model, val_cases, figures=mlflow)
-    metrics["wall_seconds"] = seconds
-    console.print(
-        _metrics_table(f"{stage} on validation (threshold {model.meta.threshold:.3f})", metrics)
-    )
-    if mlflow:
-        with mlflow_run(params, f"casepilot-{stage}", f"train-{stage}") as run:
-            log_evaluation(
-                {f"val_{k}": v for k, v in metrics.items()}
-                | {
-                    "temperature": model.meta.temperature,
-                    "val_ece_uncalibrated": model.meta.metrics.get("val_ece_uncalibrated", 0.0),
-                },
-                figures,
-                cfg.model_dump(),
-            )
-            import mlflow as mlflow_lib
-
-            mlflow_lib.log_artifact(str(Path(model_dir) / "stage.json"))
-            mlflow_lib.set_tags({"casepilot.stage": stage, "casepilot.model_dir": str(model_dir)})
-            console.print(f"MLflow run {run.info.run_id} in experiment casepilot-{stage}")
-    console.print(f"[green]{stage} saved to {model_dir}[/green]")
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
+    split = split_or_val(params, _read_cases(cases), _read_cases(val) if val else None)
+    train_and_report(
+        stage, params, cfg, split, out, StageInputs(console=console), mlflow=mlflow,
+        console=console, table=_metrics_table,
+    )  # fmt: skip
 
 
 def _evaluate(
@@ -136,18 +90,21 @@ def _evaluate(
     json_out: Path | None,
 ) -> None:
     from pipelines.registry.tracking import log_evaluation, mlflow_run
+    from pipelines.stages.base import StageInputs
+    from pipelines.stages.runner import evaluate_stage
 
     params = _params(params_file)
-    module = _stage_module(stage)
-    model = module.load(model_dir)
-    metrics, figures = module.evaluate(model, _read_cases(cases), figures=mlflow)
+    report = evaluate_stage(stage, model_dir, _read_cases(cases), StageInputs(), figures=mlflow)
+    metrics = report.metrics
     console.print(_metrics_table(f"{stage} on {cases.name}", metrics))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     if mlflow:
         with mlflow_run(params, f"casepilot-{stage}", f"evaluate-{stage}"):
-            log_evaluation(metrics, figures, {"model_dir": str(model_dir), "cases": str(cases)})
+            log_evaluation(
+                metrics, report.figures, {"model_dir": str(model_dir), "cases": str(cases)}
+            )
 
 
 CASES = typer.Option(..., "--cases", help="LabeledCase .jsonl/.parquet, or a folder of them")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,62 +33,34 @@ def _table(title: str, metrics: dict[str, Any]) -> Table:
     return table
 
 
-def _evaluate_stage(
-    stage: GeneratorStage, model: Any, cases: list, docs: list, pool: list | None
-) -> dict:
-    from pipelines.stages import answer, tone
-
-    if stage == "answer":
-        return answer.evaluate(model, cases, docs, pool=pool)
-    return tone.evaluate(model, cases)
-
-
 def _train(
     stage: GeneratorStage, cases: Path, val: Path | None, docs: Path | None, out: Path,
     params_file: Path, deepspeed: str | None, launcher: str, mlflow: bool,
 ) -> None:  # fmt: skip
     from flows.cli.main import params_or_exit
-    from flows.cli.train_launch import relaunch_if_deepspeed
-    from pipelines.data.dataset import split_cases
-    from pipelines.stages import answer, tone
+    from flows.cli.train_launch import (
+        relaunch_if_deepspeed,
+        split_or_val,
+        stage_config,
+        train_and_report,
+    )
+    from pipelines.stages.base import StageInputs
     from pipelines.stages.training import rich_progress_callback
 
     params = params_or_exit(params_file)
-    cfg = getattr(params, stage)
-    if deepspeed:
-        cfg = cfg.model_copy(update={"deepspeed": deepspeed})
+    cfg = stage_config(params, stage, deepspeed)
     relaunch_if_deepspeed(
         stage, cfg, launcher, params, cases=cases, out=out, params_file=params_file, val=val,
         mlflow=mlflow, extra=["--docs", str(docs)] if docs else [], console=console,
     )  # fmt: skip
-    all_cases = _read(cases, "cases")
-    if val is None:
-        train_cases, val_cases = split_cases(
-            all_cases, params.data.validation_share, params.data.split_seed
-        )
-    else:
-        train_cases, val_cases = all_cases, _read(val, "cases")
-    knowledge = _read(docs, "docs") if docs else []
-    console.print(f"{stage}: {len(train_cases)} training and {len(val_cases)} validation cases")
-    progress = [rich_progress_callback(console, f"train {stage}")]
-    started = time.perf_counter()
-    if stage == "answer":
-        model_dir = answer.train(
-            cfg, train_cases, val_cases, out, docs=knowledge, callbacks=progress
-        )
-    else:
-        model_dir = tone.train(cfg, train_cases, val_cases, out, callbacks=progress)
-    seconds = time.perf_counter() - started
-    if os.environ.get("RANK", "0") != "0":
-        return
-    model = (answer if stage == "answer" else tone).load(model_dir)
-    metrics = _evaluate_stage(stage, model, val_cases, knowledge, train_cases) if val_cases else {}
-    metrics["wall_seconds"] = round(seconds, 1)
-    console.print(_table(f"{stage} on validation", metrics))
-    if mlflow:
-        _log(params, stage, f"train-{stage}", {f"val_{k}": v for k, v in metrics.items()},
-             cfg.model_dump(), model_dir)  # fmt: skip
-    console.print(f"[green]{stage} saved to {model_dir}[/green]")
+    split = split_or_val(params, _read(cases, "cases"), _read(val, "cases") if val else None)
+    inputs = StageInputs(
+        docs=_read(docs, "docs") if docs else [],
+        callbacks=[rich_progress_callback(console, f"train {stage}")],
+    )
+    train_and_report(
+        stage, params, cfg, split, out, inputs, mlflow=mlflow, console=console, table=_table
+    )
 
 
 def _log(
@@ -112,27 +82,21 @@ def _evaluate(
     params_file: Path, mlflow: bool, json_out: Path | None,
 ) -> None:  # fmt: skip
     from flows.cli.main import params_or_exit
-    from pipelines.stages import answer, tone
+    from pipelines.stages.base import StageInputs
+    from pipelines.stages.runner import evaluate_stage
 
     params = params_or_exit(params_file)
-    model = (answer if stage == "answer" else tone).load(model_dir)
-    knowledge = _read(docs, "docs") if docs else []
-    metrics = _evaluate_stage(
-        stage, model, _read(cases, "cases"), knowledge, _read(pool, "cases") if pool else None
+    inputs = StageInputs(
+        docs=_read(docs, "docs") if docs else [], pool=_read(pool, "cases") if pool else None
     )
+    metrics = evaluate_stage(stage, model_dir, _read(cases, "cases"), inputs).metrics
     console.print(_table(f"{stage} on {cases.name}", metrics))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     if mlflow:
-        _log(
-            params,
-            stage,
-            f"evaluate-{stage}",
-            metrics,
-            {"model_dir": str(model_dir), "cases": str(cases)},
-            model_dir,
-        )
+        logged = {"model_dir": str(model_dir), "cases": str(cases)}
+        _log(params, stage, f"evaluate-{stage}", metrics, logged, model_dir)
 
 
 CASES = typer.Option(..., "--cases", help="LabeledCase JSONL to train on")

@@ -75,7 +75,7 @@ def versions_line(versions: Mapping[str, str]) -> str:
 
 def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision]:
     """The recorded decision (request or rejection) on each expected {stage: version}."""
-    from flows.lifecycle.decide import DECIDED_BY, REJECTED, REJECTED_REASONS
+    from flows.lifecycle.record import DECIDED_BY, REJECTED, REJECTED_REASONS
     from pipelines.registry.approval import LINK, REQUESTED
     from pipelines.registry.store import registered_model_name, registry_client
 

@@ -1,8 +1,8 @@
 """What the lifecycle flows tell the outside world: failure alerts and the drift-breach event.
 
 `report_failure` is every flow's `on_failure`/`on_crashed` hook: an alert in the alert channel
-(monitoring/notify/alerts.py) and a page (monitoring/notify/paging.py, deduplicated per flow). The drift event
-is what the `retrain-on-drift` automation (flows/lifecycle/deploy.py) listens for.
+(pipelines/notify/alerts.py) and a page (pipelines/notify/paging.py, deduplicated per flow). The
+drift event is what the `retrain-on-drift` automation (flows/lifecycle/deploy.py) listens for.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from monitoring.notify.alerts import Alert, send_alert
-from monitoring.notify.paging import PageEvent, page
 from pipelines.config import ConfigError, Params, load_params
+from pipelines.notify.alerts import Alert, send_alert
+from pipelines.notify.paging import PageEvent, page
+from pipelines.quiet import configure_output
 
 if TYPE_CHECKING:
     from monitoring.monitor import MonitorReport
@@ -30,6 +31,7 @@ def load_flow_params(params_file: str) -> Params:
     """Load params for a flow run and put every framework's state under CASEPILOT_HOME."""
     params = load_params(params_file)
     params.home.apply()
+    configure_output()  # quiet unless CASEPILOT_VERBOSE (pipelines/quiet.py)
     return params
 
 

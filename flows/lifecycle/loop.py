@@ -13,7 +13,7 @@ the path of `params.yaml` and reports a failed or crashed run to the alert chann
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -26,7 +26,11 @@ from flows.lifecycle.hooks import (
     load_flow_params,
     page_drift,
 )
+from flows.lifecycle.outcomes import monitor_message, monitor_result, promote_message
 from pipelines.config import Params
+
+if TYPE_CHECKING:
+    from monitoring.monitor import MonitorReport
 
 # stages that talk to something remote (a SQL source, the registry) get more retries
 FLAKY_RETRIES, RETRIES = 3, 1
@@ -107,23 +111,9 @@ def retrain(params_file: str = "params.yaml", stages: list[str] | None = None) -
 @task(name="monitor-window", **TASK_OPTIONS)
 def monitor_task(params: Params) -> Any:
     """The latest window's MonitorReport, or why it is not judged yet (a string)."""
-    from monitoring.log.store import PredictionLog
-    from monitoring.monitor import run_monitor, unjudged_window_problem
-    from pipelines.data.intake.store import load_accepted
+    from flows.lifecycle.window import judge_latest_window
 
-    log = PredictionLog.from_url(params.prediction_log_url)
-    try:
-        window = log.window(limit=params.monitor.window_cases)
-    finally:
-        log.close()
-    if waiting := unjudged_window_problem(params, window):
-        return waiting
-    reference = load_accepted(params)
-    if not reference:
-        raise ValueError(
-            "no accepted training data to compare against; run intake (`casepilot data intake`)"
-        )
-    return run_monitor(params, reference, window)
+    return judge_latest_window(params)
 
 
 @task(name="rollback-check", retries=2, retry_delay_seconds=[5, 20], **TASK_OPTIONS)
@@ -179,61 +169,50 @@ def monitor(params_file: str = "params.yaml") -> dict[str, Any]:
     state = monitor_task(params, return_state=True)
     outcome = state.result(raise_on_failure=False) if state.is_completed() else None
     report = outcome if not isinstance(outcome, str | None) else None
-    logger = get_run_logger()
-    event_id, paged = None, "not needed"
-    if report is not None:
-        # the drift automation retrains on the same N-of-M rule that pages: one noisy window
-        # neither wakes anyone nor starts a retrain; and once per incident, like the page: while
-        # the page cools down (monitor.pager.cooldown_minutes) a breach starts no new retrain
-        paged = page_drift(params, report) if report.page else "not needed"
-        emit = report.page and paged != "suppressed"
-        event_id = emit_drift_breach(params, report) if emit else None
-        logger.info("monitor: %s; page: %s", report.summary, paged)
-    elif isinstance(outcome, str):
-        logger.info("window not judged: %s", outcome)
+    waiting = outcome if isinstance(outcome, str) else None
+    drift = _announce_drift(params, report, waiting)
     link = report.evidence_url if report is not None else None
+    rolled = _roll_back_regressions(params, link)
+    decided = decide_task(params, link)
+    logger = get_run_logger()
+    for stage, result in decided.items():
+        logger.info("challenger %s: %s (%s)", stage, result["status"], result.get("reason"))
+    if state.is_failed() or state.is_crashed():  # the drift step failed: fail with its error
+        state.result()  # re-raises it
+        raise RuntimeError(f"monitor-window ended {state.name}: {state.message}")
+    result = monitor_result(report, waiting, drift, rolled, decided)
+    return Completed(message=monitor_message(result), data=result)
+
+
+def _announce_drift(
+    params: Params, report: MonitorReport | None, waiting: str | None
+) -> tuple[str, str | None]:
+    """Page and emit the drift event when the judged window says so; (page status, event id)."""
+    logger = get_run_logger()
+    if report is None:
+        if waiting is not None:
+            logger.info("window not judged: %s", waiting)
+        return "not needed", None
+    # the drift automation retrains on the same N-of-M rule that pages: one noisy window
+    # neither wakes anyone nor starts a retrain; and once per incident, like the page: while
+    # the page cools down (monitor.pager.cooldown_minutes) a breach starts no new retrain
+    paged = page_drift(params, report) if report.page else "not needed"
+    emit = report.page and paged != "suppressed"
+    event_id = emit_drift_breach(params, report) if emit else None
+    logger.info("monitor: %s; page: %s", report.summary, paged)
+    return paged, event_id
+
+
+def _roll_back_regressions(params: Params, link: str | None) -> dict[str, dict[str, Any]]:
+    """The rollback check (logged), and a service reload when it rolled something back."""
+    logger = get_run_logger()
     rolled = rollback_task(params, link)
     for stage, result in rolled.items():
         if result["status"] != "skipped":
             logger.info("rollback check %s: %s (%s)", stage, result["status"], result["reason"])
     if any(o["status"] == "rolled back" for o in rolled.values()):
         logger.info("reload after rollback: %s", reload_task(params))
-    decided = decide_task(params, link)
-    for stage, result in decided.items():
-        logger.info("challenger %s: %s (%s)", stage, result["status"], result.get("reason"))
-    if state.is_failed() or state.is_crashed():  # the drift step failed: fail with its error
-        state.result()  # re-raises it
-        raise RuntimeError(f"monitor-window ended {state.name}: {state.message}")
-    result = {
-        "breach": report.drift.breach if report else None,
-        "page": report.page if report else False,
-        "paged": paged,
-        "event_id": event_id,
-        "evidence_url": link,
-        "reasons": list(report.drift.reasons) if report else [],
-        "waiting": outcome if isinstance(outcome, str) else None,
-        "rollback": rolled,
-        "promotion": decided,
-    }
-    return Completed(message=monitor_message(result), data=result)
-
-
-def monitor_message(result: dict[str, Any]) -> str:
-    """The run's one-line outcome, shown in the Prefect UI: drift, page, rollback, challengers."""
-    if result["waiting"]:
-        drift = f"window not judged: {result['waiting']}"
-    else:
-        reasons = "; ".join(result["reasons"]) or "no drift"
-        drift = f"breach={result['breach']} page={result['page']} ({result['paged']}): {reasons}"
-        drift += f"; evidence {result['evidence_url']}"
-    parts = [drift]
-    rolled = [s for s, o in result["rollback"].items() if o["status"] == "rolled back"]
-    if rolled:
-        parts.append("rolled back " + ", ".join(rolled))
-    decided = {s: o["status"] for s, o in result["promotion"].items()}
-    if decided:
-        parts.append("challengers " + ", ".join(f"{s}: {st}" for s, st in decided.items()))
-    return " | ".join(parts)
+    return rolled
 
 
 # ---------------------------------------------------------------- promote / rollback
@@ -268,19 +247,6 @@ def promote(params_file: str = "params.yaml", stage: str | None = None) -> Any:
         reasons = "; ".join(f"{s}: {o['reason']}" for s, o in refused.items())
         return Failed(message=f"promotion refused: {reasons}", data=outcomes)
     return Completed(message=promote_message(outcomes), data=outcomes)
-
-
-def promote_message(outcomes: dict[str, Any]) -> str:
-    """The run's one-line outcome in the Prefect UI: what was promoted, else that nothing was."""
-    moved = [
-        f"{stage} → v{o['version']}"
-        for stage, o in outcomes.items()
-        if stage != "service" and o.get("status") == "promoted"
-    ]
-    if not moved:
-        return "nothing approved to promote"
-    served = outcomes.get("service", {}).get("status", "not asked")
-    return f"promoted {', '.join(moved)}; service reload: {served}"
 
 
 @flow(name="rollback", **FLOW_OPTIONS)

@@ -3,9 +3,9 @@
 For each stage whose `champion` came from an approved promotion (not a bootstrap, not a version
 a rollback restored) and still has its `previous-champion`, the prediction log gives the old
 champion's match outcomes before the promotion and the new one's since
-(`monitoring.online.rollback_stats`); `pipelines.registry.rollback.auto_rollback` applies
-`monitoring.decisions.promotion.should_roll_back` (at least `promote.rollback_min_cases` cases) and, when
-it says so, rolls back and pages with the evidence link.
+(`monitoring.online.rollback_stats`); `monitoring.decisions.rollback.auto_rollback` applies
+`monitoring.decisions.promotion.should_roll_back` (at least `promote.rollback_min_cases` cases)
+and, when it says so, rolls back and pages with the evidence link.
 
 Idempotent: after a rollback the champion is the restored version (tagged `restored_at`, so it is
 not watched again) and the rolled-back version is no longer champion; a rollback also checks
@@ -109,8 +109,8 @@ def check_rollbacks(
     match rates compared (and, after a rollback, the versions, the audit run and the page).
     `link` is the evidence the page points at (the monitor's Evidently snapshot).
     """
+    from monitoring.decisions.rollback import auto_rollback
     from monitoring.online import rollback_stats
-    from pipelines.registry.rollback import auto_rollback
 
     client = registry_client(params)
     outcomes: dict[str, dict[str, Any]] = {}

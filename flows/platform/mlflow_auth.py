@@ -74,7 +74,7 @@ class Credentials:
 
 
 def secrets_file(home: Home) -> Path:
-    """Where the credentials live; clients read the promoter's from it (pipelines/registry/tracking.py)."""
+    """Where the credentials live; clients read the promoter's (pipelines/registry/tracking.py)."""
     from pipelines.registry.tracking import auth_secrets_file
 
     return auth_secrets_file(home)

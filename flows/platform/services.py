@@ -120,18 +120,13 @@ def start_mlflow_server(
     """Start `mlflow server` in its own process group and wait until `/health` answers.
 
     Returns the running server; if one is already recorded and alive, returns that one.
-    `auth_env` (flows/platform/mlflow_auth.server_env) runs it with built-in authentication; `wait=False`
-    returns at once (poll `wait_mlflow_server`) so callers can start other services meanwhile.
+    `auth_env` (flows/platform/mlflow_auth.server_env) runs it with built-in authentication;
+    `wait=False` returns at once (poll `wait_mlflow_server`) so callers can start other services
+    meanwhile.
     """
     auth = auth_env is not None
-    running = read_server(params)
+    running = _running_server(params, auth=auth)
     if running is not None:
-        if running.auth != auth:
-            state = "with" if running.auth else "without"
-            raise RuntimeError(
-                f"an mlflow server {state} authentication already runs on {running.url} for this "
-                "CASEPILOT_HOME; stop it first (`casepilot mlflow-server stop` or `casepilot down`)"
-            )
         return running
     params.home.ensure()
     if params.mlflow_tracking_uri.startswith("sqlite:///"):
@@ -145,6 +140,28 @@ def start_mlflow_server(
             f"something already answers on {host}:{port} but it is not this home's server "
             f"({pid_file(params)} has no live record); stop it or pass another --port"
         )
+    info = _launch_server(params, command, host, port, auth_env)
+    if wait:
+        wait_mlflow_server(params, info, timeout_s=timeout_s, poll_s=poll_s)
+    return info
+
+
+def _running_server(params: Params, *, auth: bool) -> ServerInfo | None:
+    """This home's live server, None if none runs; raises if it runs with the other auth mode."""
+    running = read_server(params)
+    if running is not None and running.auth != auth:
+        state = "with" if running.auth else "without"
+        raise RuntimeError(
+            f"an mlflow server {state} authentication already runs on {running.url} for this "
+            "CASEPILOT_HOME; stop it first (`casepilot mlflow-server stop` or `casepilot down`)"
+        )
+    return running
+
+
+def _launch_server(
+    params: Params, command: list[str], host: str, port: int, auth_env: dict[str, str] | None
+) -> ServerInfo:
+    """Launch `command` in a new process group, logging to the home, and record its pid file."""
     log = params.home.logs / "mlflow-server.log"
     env = {
         **os.environ,
@@ -169,11 +186,9 @@ def start_mlflow_server(
         backend_store_uri=command[command.index("--backend-store-uri") + 1],
         artifacts=str(params.home.mlflow / "artifacts"),
         log=str(log),
-        auth=auth,
+        auth=auth_env is not None,
     )
     pid_file(params).write_text(json.dumps(asdict(info)), encoding="utf-8")
-    if wait:
-        wait_mlflow_server(params, info, timeout_s=timeout_s, poll_s=poll_s)
     return info
 
 

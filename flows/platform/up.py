@@ -1,44 +1,38 @@
 """`casepilot up` / `casepilot down`: the local platform on 127.0.0.1, started and stopped as one.
 
-`up` starts the Prefect server and a process worker on `schedule.work_pool`, the MLflow server over
-the embedded store with built-in authentication (flows/platform/mlflow_auth.py), the Evidently UI over the
-monitors' workspace, Label Studio for the review queue (flows/platform/up_studio.py) and — once a
-champion is registered — the BentoML service. Slow starters are launched together and then
+`up` starts the Prefect server and a process worker on `schedule.work_pool`, the MLflow server
+over the embedded store with built-in authentication (flows/platform/mlflow_auth.py), the
+Evidently UI over the monitors' workspace, Label Studio for the review queue
+(flows/platform/up_studio.py) and — once a champion is registered — the BentoML service (their
+starters: flows/platform/up_starters.py). Slow starters are launched together and then
 polled (bounded deadlines), so the whole stack is up in about the time of the slowest. Every
 process is recorded in `CASEPILOT_HOME/run/services.json` (flows/platform/stack.py); `down` stops
 exactly those groups. Running `up` again starts only what is not running. The
 service gets an API key (`CASEPILOT_API_KEY`, else generated into
-`CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/platform/service_key.py) that the flows send when
-they ask it to reload.
+`CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/platform/service_key.py) that the flows
+send when they ask it to reload.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import json
 import os
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from flows.platform import stack
+from flows.platform import up_starters as starters
 from flows.platform import up_studio as cli_up_studio
 from flows.platform.stack import HOST, Service
+from flows.platform.up_stack import Stack, console
 from pipelines.config import Params
 
-console = Console()
-REPO = Path(__file__).resolve().parents[2]
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file")
 DEFAULT_PREFECT_PORT = 4200
-SCHEDULER_LOOP_ENV = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"
 ORDER = ("prefect-server", "prefect-worker", "mlflow", "evidently-ui", "label-studio", "bentoml")
 
 
@@ -56,151 +50,15 @@ def prefect_api_url(params: Params) -> tuple[str, int]:
     return configured.rstrip("/"), parts.port or DEFAULT_PREFECT_PORT
 
 
-@dataclass
-class Stack:
-    """What this `up` found or started, and what it reports."""
+def _child_env(params: Params, api: str) -> dict[str, str]:
+    """The environment every started service inherits (and this process's Prefect API URL)."""
+    from pipelines.registry.tracking import without_own_sign_in
 
-    params: Params
-    params_file: Path
-    env: dict[str, str]
-    services: dict[str, Service] = field(default_factory=dict)
-    status: dict[str, str] = field(default_factory=dict)
-    failed: bool = False
-
-    def running(self, name: str) -> Service | None:
-        """The recorded service if it still runs (a dead leader's leftovers are stopped)."""
-        service = self.services.get(name)
-        if service is None:
-            return None
-        if stack.is_running(service):
-            self.status[name] = "already running"
-            return service
-        stack.stop_group(service)
-        del self.services[name]
-        return None
-
-    def start(self, name: str, command: list[str], url: str, port: int, **env: str) -> Service:
-        if not stack.port_free(port):
-            raise RuntimeError(
-                f"{name}: port {port} on {HOST} is taken by another program; stop it or "
-                "choose another port in params.yaml"
-            )
-        log = self.params.home.logs / f"{name}.log"
-        service = stack.launch(name, command, {**self.env, **env}, log, url, cwd=REPO)
-        self.record(service, "started")
-        return service
-
-    def record(self, service: Service, status: str) -> None:
-        self.services[service.name] = service
-        self.status.setdefault(service.name, status)
-        stack.write_state(self.params.home, self.services)
-
-    def fail(self, name: str, err: Exception) -> None:
-        self.failed = True
-        self.status[name] = "FAILED"
-        console.print(f"[red]{name}: {err}[/red]")
-
-
-def _start_prefect(st: Stack, api: str, port: int) -> Service:
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
-               "--port", str(port)]  # fmt: skip
-    ui = api.removesuffix("/api")  # the server's UI; its API lives under /api
-    # the scheduler creates due runs every loop (Prefect's default: 60 s late at worst)
-    loop = st.env.get(SCHEDULER_LOOP_ENV, "10")
-    return st.running("prefect-server") or st.start(
-        "prefect-server", command, ui, port, **{SCHEDULER_LOOP_ENV: loop}
-    )
-
-
-def _start_worker(st: Stack, api: str) -> Service:
-    pool = st.params.schedule.work_pool
-    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-               "--type", "process", "--name", f"casepilot-{pool}"]  # fmt: skip
-    if found := st.running("prefect-worker"):
-        return found
-    log = st.params.home.logs / "prefect-worker.log"
-    ui = f"{api.removesuffix('/api')}/work-pools/work-pool/{pool}"
-    service = stack.launch("prefect-worker", command, st.env, log, ui, REPO)
-    st.record(service, "started")
-    return service
-
-
-def _worker_online(api: str, pool: str) -> bool:
-    body = stack.http_ok(f"{api}/work_pools/{pool}/workers/filter", data=b"{}")
-    return body is not None and any(w.get("status") == "ONLINE" for w in json.loads(body))
-
-
-def _register_deployments(st: Stack) -> None:
-    """Register the lifecycle deployments (flows/lifecycle/loop.py) when that module exists."""
-    if importlib.util.find_spec("flows.lifecycle.loop") is None:
-        st.status["deployments"] = "skipped: flows/lifecycle/loop.py not present yet"
-        return
-    from flows.lifecycle import loop as lifecycle
-
-    if not hasattr(lifecycle, "register_deployments"):
-        st.status["deployments"] = "skipped: flows.lifecycle.loop has no register_deployments"
-        return
-    accepts_file = "params_file" in inspect.signature(lifecycle.register_deployments).parameters
-    extra = {"params_file": st.params_file} if accepts_file else {}
-    names = lifecycle.register_deployments(st.params, **extra)
-    st.status["deployments"] = "registered " + ", ".join(map(str, names or []))
-
-
-def _start_mlflow(st: Stack) -> tuple[Service, object]:
-    from flows.platform import mlflow_auth, services
-
-    creds = mlflow_auth.load_or_create_credentials(st.params.home)
-    port = st.params.register.server_port
-    if not (services.read_server(st.params) or stack.port_free(port)):
-        raise RuntimeError(f"mlflow: port {port} on {HOST} is taken; set register.server_port")
-    already = services.read_server(st.params) is not None
-    info = services.start_mlflow_server(
-        st.params, port=port, auth_env=mlflow_auth.server_env(st.params.home, creds), wait=False
-    )
-    command = services.server_command(st.params, info.port, auth=True)
-    service = Service("mlflow", info.url, info.pid, info.pid, info.log, command)
-    st.record(service, "already running" if already else "started")
-    return service, creds
-
-
-def _champion_missing(params: Params) -> list[str]:
-    """Stages without a `champion` version in the registry (the service needs all of them)."""
-    from pipelines.data.contract import STAGES
-    from pipelines.registry.register import CHAMPION, aliases_of, registry_client
-    from pipelines.registry.store import registered_model_name
-
-    client = registry_client(params)
-    return [
-        s for s in STAGES if CHAMPION not in aliases_of(client, registered_model_name(params, s))
-    ]
-
-
-def _start_bentoml(st: Stack) -> Service | None:
-    from flows.cli.serve import serve_command
-
-    if found := st.running("bentoml"):
-        return found
-    from flows.platform.service_key import api_key_file, load_or_create_api_key
-
-    cfg = st.params.serve
-    command, env = serve_command(HOST, cfg.port, params_file=st.params_file,
-                                 models_alias="champion", shadow_alias="challenger",
-                                 models_dir=None)  # fmt: skip
-    url = f"http://{HOST}:{cfg.port}"
-    # /feedback and /admin/reload need it: the env var's key, else the stored or a new one
-    env[cfg.api_key_env] = load_or_create_api_key(st.params, st.env)
-    st.status["service API key"] = (
-        f"in {api_key_file(st.params)} (0600); send it as X-API-Key to /feedback and /admin/*"
-    )
-    passed = {k: v for k, v in env.items() if k.startswith("CASEPILOT_") or k == cfg.api_key_env}
-    service = st.start("bentoml", [sys.executable, *command], url, cfg.port, **passed)
-    missing = _champion_missing(st.params)
-    if missing:  # it runs, not ready, and loads them once the platform promotes a champion
-        st.status["bentoml"] = (
-            f"started, waiting for a champion of {', '.join(missing)} (/readyz 503 until then; "
-            f"it polls the registry every serve.reload_poll_s={cfg.reload_poll_s:g} s)"
-        )
-    return service
+    # children sign in for this home themselves: never with credentials this process set for
+    # another home's server
+    env = without_own_sign_in({**os.environ, **params.home.framework_env(), "PREFECT_API_URL": api})
+    os.environ["PREFECT_API_URL"] = api  # for register_deployments in this process
+    return env
 
 
 def bring_up(params: Params, params_file: Path) -> Stack:
@@ -209,12 +67,7 @@ def bring_up(params: Params, params_file: Path) -> Stack:
 
     params.home.ensure()
     api, prefect_port = prefect_api_url(params)
-    from pipelines.registry.tracking import without_own_sign_in
-
-    # children sign in for this home themselves: never with credentials this process set for
-    # another home's server
-    env = without_own_sign_in({**os.environ, **params.home.framework_env(), "PREFECT_API_URL": api})
-    os.environ["PREFECT_API_URL"] = api  # for register_deployments in this process
+    env = _child_env(params, api)
     st = Stack(params, params_file.resolve(), env, services=stack.read_state(params.home))
     pending: list[tuple[Service, Callable[[], bool], float]] = []
 
@@ -227,17 +80,17 @@ def bring_up(params: Params, params_file: Path) -> Stack:
             return None
 
     # launch the slow starters together, then wait for each
-    prefect = attempt("prefect-server", lambda: _start_prefect(st, api, prefect_port))
-    mlflow = attempt("mlflow", lambda: _start_mlflow(st))
-    ui = attempt("evidently-ui", lambda: _start_evidently(st))
+    prefect = attempt("prefect-server", lambda: starters.start_prefect(st, api, prefect_port))
+    mlflow = attempt("mlflow", lambda: starters.start_mlflow(st))
+    ui = attempt("evidently-ui", lambda: starters.start_evidently(st))
     studio = attempt("label-studio", lambda: cli_up_studio.start(st))  # flows/platform/up_studio.py
     if prefect and attempt("prefect-server", lambda: stack.wait_healthy(
             prefect, lambda: stack.http_ok(f"{api}/health") is not None, 120)):  # fmt: skip
         # deployments first: they create the work pool the worker then polls (no create race)
-        attempt("deployments", lambda: _register_deployments(st))
+        attempt("deployments", lambda: starters.register_deployments(st))
         pool = params.schedule.work_pool
-        if worker := attempt("prefect-worker", lambda: _start_worker(st, api)):
-            pending.append((worker, lambda: _worker_online(api, pool), 90))
+        if worker := attempt("prefect-worker", lambda: starters.start_worker(st, api)):
+            pending.append((worker, lambda: starters.worker_online(api, pool), 90))
     if mlflow:
         server, creds = mlflow
         healthy = lambda: services.healthy(server.url)  # noqa: E731
@@ -246,8 +99,8 @@ def bring_up(params: Params, params_file: Path) -> Stack:
         ):
             where = mlflow_auth.secrets_file(params.home)
             st.status["mlflow users"] = f"admin, reviewer, promoter; passwords in {where} (0600)"
-            bento = attempt("bentoml", lambda: _start_bentoml(st))
-            if isinstance(bento, Service) and not _champion_missing(params):
+            bento = attempt("bentoml", lambda: starters.start_bentoml(st))
+            if isinstance(bento, Service) and not starters.champion_missing(params):
                 ready = f"{bento.url}/readyz"
                 pending.append((bento, lambda: stack.http_ok(ready) is not None, 300))
     if isinstance(ui, Service):
@@ -260,14 +113,6 @@ def bring_up(params: Params, params_file: Path) -> Stack:
     for service, check, timeout_s in pending:
         attempt(service.name, lambda s=service, c=check, t=timeout_s: stack.wait_healthy(s, c, t))
     return st
-
-
-def _start_evidently(st: Stack) -> Service:
-    port = st.params.monitor.ui_port
-    command = [sys.executable, "-m", "evidently.cli", "ui", "--host", HOST, "--port", str(port),
-               "--workspace", str(st.params.home.evidently)]  # fmt: skip
-    url = f"http://{HOST}:{port}"
-    return st.running("evidently-ui") or st.start("evidently-ui", command, url, port)
 
 
 def _print(st: Stack) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from flows.platform import review_server, stack
 
 if TYPE_CHECKING:
-    from flows.platform.up import Stack
+    from flows.platform.up_stack import Stack
     from pipelines.config import Params
 
 NAME = "label-studio"

@@ -145,13 +145,31 @@ def decide_promotion(
     p_value = mcnemar_exact_greater(challenger_only, champion_only)
     champ_rate = sum(champ) / len(paired) if paired else math.nan
     chall_rate = sum(chall) / len(paired) if paired else math.nan
-    reasons: list[str] = []
-    ok = True
+    ok, reasons = _match_rate_verdict(len(paired), champ_rate, chall_rate, p_value, cfg)
+    deltas = {stage: after - before for stage, (before, after) in sorted(per_stage.items())}
+    regressions = _stage_regressions(deltas, cfg.max_stage_regression)
+    return PromotionDecision(
+        promote=ok and not regressions,
+        reasons=(*reasons, *regressions),
+        cases=len(paired),
+        champion_match_rate=champ_rate,
+        challenger_match_rate=chall_rate,
+        challenger_only=challenger_only,
+        champion_only=champion_only,
+        p_value=p_value,
+        stage_deltas=deltas,
+    )
 
-    if len(paired) < cfg.min_cases:
+
+def _match_rate_verdict(
+    cases: int, champ_rate: float, chall_rate: float, p_value: float, cfg: PromoteConfig
+) -> tuple[bool, list[str]]:
+    """Whether the paired match rates support promotion: enough cases, and a significant win."""
+    ok, reasons = True, []
+    if cases < cfg.min_cases:
         ok = False
-        reasons.append(f"only {len(paired)} paired shadow cases, need {cfg.min_cases}")
-    if not paired or chall_rate <= champ_rate:
+        reasons.append(f"only {cases} paired shadow cases, need {cfg.min_cases}")
+    if not cases or chall_rate <= champ_rate:
         ok = False
         reasons.append(
             f"challenger match rate {chall_rate:.3f} does not beat champion {champ_rate:.3f}"
@@ -164,30 +182,20 @@ def decide_promotion(
         )
     else:
         reasons.append(
-            f"match rate {chall_rate:.3f} vs {champ_rate:.3f} on {len(paired)} cases, "
+            f"match rate {chall_rate:.3f} vs {champ_rate:.3f} on {cases} cases, "
             f"McNemar exact p={p_value:.4f} < {cfg.significance}"
         )
+    return ok, reasons
 
-    deltas = {stage: after - before for stage, (before, after) in sorted(per_stage.items())}
-    for stage, delta in deltas.items():
-        # a small epsilon so a drop of exactly the allowed margin is not blocked by float error
-        if -delta > cfg.max_stage_regression + 1e-12:
-            ok = False
-            reasons.append(
-                f"stage {stage} regresses by {-delta:.3f} > {cfg.max_stage_regression} allowed"
-            )
 
-    return PromotionDecision(
-        promote=ok,
-        reasons=tuple(reasons),
-        cases=len(paired),
-        champion_match_rate=champ_rate,
-        challenger_match_rate=chall_rate,
-        challenger_only=challenger_only,
-        champion_only=champion_only,
-        p_value=p_value,
-        stage_deltas=deltas,
-    )
+def _stage_regressions(deltas: Mapping[str, float], allowed: float) -> list[str]:
+    """A reason for every stage whose metric fell by more than `allowed`."""
+    # a small epsilon so a drop of exactly the allowed margin is not blocked by float error
+    return [
+        f"stage {stage} regresses by {-delta:.3f} > {allowed} allowed"
+        for stage, delta in deltas.items()
+        if -delta > allowed + 1e-12
+    ]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ monitor therefore judges each challenger stage S on evidence that isolates it: t
 the cases S's challenger shadowed (and the agent answered) are replayed through two cascades
 that differ only in S — the champion cascade, and the champion cascade with S swapped to its
 challenger — and each output is scored against the reply the agent actually sent, exactly as the
-online match rate is (`monitoring.decisions.promotion.suggestion_matches`, `monitor.match_threshold`).
+online match rate is (`promotion.suggestion_matches`, `monitor.match_threshold`).
 Both arms are replayed (rather than pairing with the champion's logged output) because the log
 keeps the redacted message but not the conversation context, and the champion may have moved
 during the window: both arms then see identical inputs and models, so the paired one-sided

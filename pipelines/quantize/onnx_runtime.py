@@ -134,17 +134,20 @@ def write_onnx_variant(
     Returns the folder and the settings recorded in its stage.json `quantization` entry.
     """
     from pipelines.quantize.stages import record_quantization, write_variant
+    from pipelines.stages.base import ENCODER, INDEX
+    from pipelines.stages.registry import get_stage
 
     if method not in ONNX_METHODS:
         raise ValueError(f"{method!r} is not an ONNX method; use one of {ONNX_METHODS}")
-    if stage not in ("trigger", "topic", "retrieve"):
+    kind = get_stage(stage).kind
+    if kind not in (ENCODER, INDEX):
         raise ValueError(f"{stage}: ONNX Runtime candidates apply to encoder stages only")
     require_onnxruntime()
     folder = write_variant(stage, src, dst, method, {})
     settings: dict[str, Any] = {"onnx_file": ONNX_FILE, "opset": OPSET, "threads": threads}
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=folder) as tmp:
         fp32 = Path(tmp) / ONNX_FILE
-        if stage == "retrieve":
+        if kind == INDEX:
             settings |= _export_embedder(folder, fp32)
         else:
             _export_classifier(Path(src), fp32)

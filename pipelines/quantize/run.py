@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.quantize.methods import GPTQ, NONE, ONNX_METHODS, folder_bytes, model_bytes
 from pipelines.quantize.stages import (
-    StageAdapter,
     check_unquantized,
     record_quantization,
     stage_adapter,
     stage_methods,
     write_variant,
 )
+from pipelines.stages.base import StageAdapter
 
 if TYPE_CHECKING:
     from pipelines.config import QuantizeConfig
@@ -186,11 +186,7 @@ def quantize_stage(
     import torch
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    info = check_unquantized(model_dir)
-    if info.get("stage") != stage:
-        raise ValueError(f"{model_dir} holds a {info.get('stage')!r} stage, not {stage!r}")
-    if out_dir.resolve() == model_dir.resolve():
-        raise ValueError("--out must differ from --model: the fp32 folder stays as it is")
+    _check_folders(stage, model_dir, out_dir)
     torch.set_num_threads(cfg.torch_threads)
     started = time.perf_counter()
     val = list(val_cases)[: cfg.max_val_cases]
@@ -200,47 +196,56 @@ def quantize_stage(
     )  # fmt: skip
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=out_dir.parent) as tmp:
-        folders, loaded, measured = {}, {}, {}
-        for method in candidate_methods(stage, cfg):
-            log(f"{stage}: building and scoring {method}")
-            folder, settings = _build(adapter, model_dir, Path(tmp), method, cfg)
-            model = adapter.load(folder)
-            metrics = adapter.evaluate(model)
-            folders[method], loaded[method] = folder, model
-            measured[method] = (metrics, settings)
-        log(f"{stage}: timing {len(loaded)} candidates × {cfg.latency_rounds} rounds")
-        seconds = _time_interleaved(adapter, loaded, cfg.latency_rounds)
-        candidates = [
-            Candidate(
-                method=m,
-                metric=float(measured[m][0][adapter.key_metric]),
-                latency_ms=1000 * seconds[m] / max(adapter.workload_size, 1),
-                disk_bytes=folder_bytes(folders[m]),
-                memory_bytes=_memory_bytes(adapter.stage, loaded[m]),
-                metrics={k: float(v) for k, v in measured[m][0].items()},
-                settings=measured[m][1],
-            )
-            for m in loaded
-        ]
+        candidates = _measure(adapter, model_dir, Path(tmp), cfg, log)
         verdicts = judge(candidates, cfg.max_metric_drop)
         chosen, reason = choose(verdicts, cfg.method)
         record = {"reason": reason, "key_metric": adapter.key_metric}
-        _write_chosen(stage, model_dir, folders[chosen], out_dir, chosen, record)
+        _write_chosen(stage, model_dir, Path(tmp) / chosen, out_dir, chosen, record)
     report = QuantizeReport(
-        stage=stage,
-        key_metric=adapter.key_metric,
-        method_requested=cfg.method,
-        max_metric_drop=cfg.max_metric_drop,
-        chosen=chosen,
-        reason=reason,
-        candidates=candidates,
-        verdicts=verdicts,
-        validation_cases=len(val),
+        stage=stage, key_metric=adapter.key_metric, method_requested=cfg.method,
+        max_metric_drop=cfg.max_metric_drop, chosen=chosen, reason=reason,
+        candidates=candidates, verdicts=verdicts, validation_cases=len(val),
         workload_examples=adapter.workload_size,
         seconds=round(time.perf_counter() - started, 1),
-    )
+    )  # fmt: skip
     (out_dir / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
     return report
+
+
+def _check_folders(stage: str, model_dir: Path, out_dir: Path) -> None:
+    """Refuse a quantized or foreign `model_dir`, and an `out_dir` that would overwrite it."""
+    info = check_unquantized(model_dir)
+    if info.get("stage") != stage:
+        raise ValueError(f"{model_dir} holds a {info.get('stage')!r} stage, not {stage!r}")
+    if out_dir.resolve() == model_dir.resolve():
+        raise ValueError("--out must differ from --model: the fp32 folder stays as it is")
+
+
+def _measure(
+    adapter: StageAdapter, model_dir: Path, work: Path, cfg: QuantizeConfig, log: Any
+) -> list[Candidate]:
+    """Build, load and score each candidate, then time them all (interleaved rounds)."""
+    folders, loaded, measured = {}, {}, {}
+    for method in candidate_methods(adapter.stage, cfg):
+        log(f"{adapter.stage}: building and scoring {method}")
+        folder, settings = _build(adapter, model_dir, work, method, cfg)
+        model = adapter.load(folder)
+        folders[method], loaded[method] = folder, model
+        measured[method] = (adapter.evaluate(model), settings)
+    log(f"{adapter.stage}: timing {len(loaded)} candidates × {cfg.latency_rounds} rounds")
+    seconds = _time_interleaved(adapter, loaded, cfg.latency_rounds)
+    return [
+        Candidate(
+            method=m,
+            metric=float(measured[m][0][adapter.key_metric]),
+            latency_ms=1000 * seconds[m] / max(adapter.workload_size, 1),
+            disk_bytes=folder_bytes(folders[m]),
+            memory_bytes=model_bytes(adapter.weights(loaded[m])) if adapter.weights else 0,
+            metrics={k: float(v) for k, v in measured[m][0].items()},
+            settings=measured[m][1],
+        )
+        for m in loaded
+    ]
 
 
 def _write_chosen(
@@ -254,11 +259,3 @@ def _write_chosen(
     else:
         shutil.copytree(folder, out_dir)
         record_quantization(out_dir, record)
-
-
-def _memory_bytes(stage: str, loaded: Any) -> int:
-    if stage == "retrieve":  # an ONNX embedder is its own model (model_bytes: its graph)
-        return model_bytes(getattr(loaded.embedder, "model", loaded.embedder))
-    if stage in ("trigger", "topic"):
-        return model_bytes(loaded.classifier.model)
-    return model_bytes(loaded.model)

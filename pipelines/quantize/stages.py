@@ -1,7 +1,10 @@
-"""Per-stage pieces of quantization: load a variant folder, its key metric, a timed workload.
+"""Quantization's side of a stage folder: write a variant, record its method, score and time it.
 
-Every candidate is written as a complete stage folder and loaded through the stage's own `load`,
-so what is measured here is exactly what the registry, the cascade and the service will run.
+What differs per stage (its key metric, how it loads, its timed workload, GPTQ calibration) comes
+from the stage's own `Stage.quantize_adapter` (`pipelines.stages.registry`); what differs per
+kind of model (bf16 rewrites of encoders and decoders) is decided by `Stage.kind`. Every
+candidate is written as a complete stage folder and loaded through the stage's own `load`, so
+what is measured here is exactly what the registry, the cascade and the service will run.
 """
 
 from __future__ import annotations
@@ -9,23 +12,17 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.data.contract import KnowledgeDoc, LabeledCase
-from pipelines.quantize.methods import CPU_METHODS, GPTQ, NONE, ONNX_METHODS, recorded_method
+from pipelines.quantize.methods import GPTQ, NONE, recorded_method
+from pipelines.stages.base import DECODER, ENCODER, StageAdapter, StageInputs
+from pipelines.stages.registry import get_stage
 
 STAGE_FILE = "stage.json"
-KEY_METRICS = {
-    "trigger": "auroc",
-    "topic": "accuracy",
-    "retrieve": "recall_at_k",
-    "answer": "rouge_l_generated",  # raw generations vs the agent's reply, before thresholds
-    "tone": "rouge_l_rewrite",
-}
 LOGPROB = "mean_logprob"  # decoders' alternative key metric: log-likelihood of the reference
-GENERATORS = ("answer", "tone")
 _WEIGHTS = {  # what the folder's weights are, for whoever reads stage.json
     NONE: "fp32 safetensors",
     "bf16": "bf16 safetensors",
@@ -36,19 +33,6 @@ _WEIGHTS = {  # what the folder's weights are, for whoever reads stage.json
     "onnx": "model.onnx run in ONNX Runtime (fp32); fp32 safetensors kept",
     "onnx_int8": "model.onnx with ONNX Runtime dynamic int8 weights; fp32 safetensors kept",
 }
-
-
-@dataclass(frozen=True)
-class StageAdapter:
-    """How to load, score and time one stage's variants on a fixed validation set."""
-
-    stage: str
-    key_metric: str
-    load: Callable[[Path], Any]
-    evaluate: Callable[[Any], dict[str, float]]
-    workload: Callable[[Any], None]  # the timed work: a fixed batch through the model
-    workload_size: int  # examples per workload run (latency is reported per example)
-    calibration: Callable[[Path], list[list[int]]] | None = None  # GPTQ token ids
 
 
 def read_stage_info(model_dir: Path) -> dict[str, Any]:
@@ -63,11 +47,8 @@ def read_stage_info(model_dir: Path) -> dict[str, Any]:
 
 
 def stage_methods(stage: str) -> tuple[str, ...]:
-    """The methods a stage supports: the torch CPU ones everywhere, GPTQ for decoders only,
-    ONNX Runtime for the encoders only."""
-    if stage in GENERATORS:
-        return (NONE, *CPU_METHODS, GPTQ)
-    return (NONE, *CPU_METHODS, *ONNX_METHODS)
+    """The methods a stage supports (its `Stage.quantize_methods`)."""
+    return tuple(get_stage(stage).quantize_methods)
 
 
 def write_variant(stage: str, src: Path, dst: Path, method: str, record: dict[str, Any]) -> Path:
@@ -82,8 +63,9 @@ def write_variant(stage: str, src: Path, dst: Path, method: str, record: dict[st
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
-    if method == "bf16" and stage != "retrieve":
-        _save_bf16(stage, src, dst)
+    kind = get_stage(stage).kind
+    if method == "bf16" and kind in (ENCODER, DECODER):  # an index's embedder: bf16 at load
+        _save_bf16(kind, src, dst)
     info = read_stage_info(src)
     info["quantization"] = {"method": method, "weights": _WEIGHTS.get(method, "")}
     (dst / STAGE_FILE).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
@@ -101,17 +83,13 @@ def record_quantization(folder: Path, record: dict[str, Any]) -> Path:
     return Path(folder)
 
 
-def _save_bf16(stage: str, src: Path, dst: Path) -> None:
+def _save_bf16(kind: str, src: Path, dst: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    auto = AutoModelForCausalLM if stage in GENERATORS else AutoModelForSequenceClassification
+    auto = AutoModelForCausalLM if kind == DECODER else AutoModelForSequenceClassification
     model = auto.from_pretrained(str(src)).to(torch.bfloat16)
     model.save_pretrained(str(dst), safe_serialization=True)
-
-
-def _limit(items: Sequence[Any], n: int) -> list[Any]:
-    return list(items[:n])
 
 
 def stage_adapter(
@@ -128,91 +106,35 @@ def stage_adapter(
     `generator_metric` 'mean_logprob' makes the decoders' key metric the mean token
     log-probability of the reference replies instead of ROUGE-L of greedy generations.
     """
-    if stage in ("trigger", "topic"):
-        return _classifier_adapter(stage, val_cases, batch)
-    if stage == "retrieve":
-        return _retrieve_adapter(val_cases, batch)
-    if stage in GENERATORS:
-        adapter = _generator_adapter(stage, val_cases, docs, pool, batch)
-        if generator_metric == LOGPROB:
-            return replace(adapter, key_metric=LOGPROB)
-        return adapter
-    raise ValueError(f"unknown stage {stage!r}; use trigger, topic, retrieve, answer or tone")
+    impl = get_stage(stage)
+    adapter = impl.quantize_adapter(val_cases, StageInputs(docs=docs, pool=pool), batch=batch)
+    if generator_metric == LOGPROB and impl.kind == DECODER:
+        return replace(adapter, key_metric=LOGPROB)
+    return adapter
 
 
-def _classifier_adapter(stage: str, val: Sequence[LabeledCase], batch: int) -> StageAdapter:
-    from pipelines.stages import topic, trigger
-
-    module = trigger if stage == "trigger" else topic
-
-    def examples(model: Any):
-        if stage == "trigger":
-            return trigger.examples(val)
-        return topic.examples(val, model.meta.labels)
-
-    def workload(model: Any) -> None:
-        data = examples(model)
-        model.classifier.logits(_limit(data.texts, batch), _limit(data.pairs, batch))
-
-    return StageAdapter(
-        stage=stage,
-        key_metric=KEY_METRICS[stage],
-        load=module.load,
-        evaluate=lambda model: module.evaluate(model, val, figures=False)[0],
-        workload=workload,
-        workload_size=min(batch, len(val)),
-    )
-
-
-def _retrieve_adapter(val: Sequence[LabeledCase], batch: int) -> StageAdapter:
-    from pipelines.stages import retrieve
-
-    messages = _limit([c.message for c in val], batch)
-    return StageAdapter(
-        stage="retrieve",
-        key_metric=KEY_METRICS["retrieve"],
-        load=retrieve.load,
-        evaluate=lambda index: retrieve.evaluate(index, val),
-        workload=lambda index: index.embedder.embed(messages),
-        workload_size=len(messages),
-    )
-
-
-def _generator_adapter(
+def generator_adapter(
     stage: str,
-    val: Sequence[LabeledCase],
-    docs: Sequence[KnowledgeDoc],
-    pool: Sequence[LabeledCase] | None,
+    key_metric: str,
+    *,
+    load: Callable[[Path], Any],
+    evaluate: Callable[[Any], dict[str, float]],
+    pairs: Callable[[Any], list[tuple[str, str]]],
     batch: int,
 ) -> StageAdapter:
-    from pipelines.stages import answer, tone
+    """A decoder's adapter; `pairs(cfg)`: (prompt, reference reply) of each validation example."""
     from pipelines.stages.decoder import generator
 
-    module = answer if stage == "answer" else tone
-
-    def pairs(cfg: Any) -> list[tuple[str, str]]:
-        """(prompt, reference reply) of every validation example."""
-        if stage == "tone":
-            return [(tone.prompt(d), r) for d, r in tone.tone_pairs(val)]
-        found = answer.training_inputs(
-            val, docs, pool=pool, max_passages=cfg.max_passages, passage_chars=cfg.passage_chars
-        )
-        return [(answer.prompt(inp, cfg.max_passages), ref) for inp, ref in found]
-
-    def evaluate(model: Any) -> dict[str, float]:
-        if stage == "answer":
-            metrics = answer.evaluate(model, val, docs, pool=pool)
-        else:
-            metrics = tone.evaluate(model, val)
+    def scored(model: Any) -> dict[str, float]:
         examples = [generator.Example(p, r) for p, r in pairs(model.cfg)]
-        return metrics | {LOGPROB: reference_logprob(model, examples)}
+        return evaluate(model) | {LOGPROB: reference_logprob(model, examples)}
 
     def workload(model: Any) -> None:
         prompts = [p for p, _ in pairs(model.cfg)][: max(1, batch // 4)]
         fixed_length_generate(model.model, model.tokenizer, prompts, model.cfg)
 
     def calibration(model_dir: Path) -> list[list[int]]:
-        loaded = module.load(model_dir)
+        loaded = load(model_dir)
         length = loaded.cfg.max_length
         return [
             generator.encode(loaded.tokenizer, generator.Example(p, r), length)["input_ids"]
@@ -221,12 +143,13 @@ def _generator_adapter(
 
     return StageAdapter(
         stage=stage,
-        key_metric=KEY_METRICS[stage],
-        load=module.load,
-        evaluate=evaluate,
+        key_metric=key_metric,
+        load=load,
+        evaluate=scored,
         workload=workload,
         workload_size=max(1, batch // 4),
         calibration=calibration,
+        weights=lambda model: model.model,
     )
 
 

@@ -5,9 +5,9 @@ The flow records a *promotion request* on the challenger's version (tags with th
 the reviewer to read in the MLflow UI) and as a run in the requester's ledger; a reviewer
 approves with `casepilot approve STAGE --version N` (`approve_request`), a run in their own
 ledger that names the model, the version, the request run and the SHA-256 of the evidence
-(`pipelines.registry.approval_ledger`: under `casepilot up` only that user can write their ledger). The
-promote step accepts an approval only from a reviewer who is neither the requester nor the
-promoter, for exactly the version and evidence of the current request.
+(`pipelines.registry.approval_ledger`: under `casepilot up` only that user can write their
+ledger). The promote step accepts an approval only from a reviewer who is neither the requester
+nor the promoter, for exactly the version and evidence of the current request.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import getpass
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.registry.approval_ledger import (
     AUTHENTICATED,
@@ -45,15 +45,8 @@ from pipelines.registry.approval_verify import (
     UnapprovedChampion,
     check_approval,
     current_request,
-    unsigned_champion,
 )
-from pipelines.registry.audit import (
-    jsonable,
-    now_iso,
-    page_event,
-    set_version_tags,
-    version_url,
-)
+from pipelines.registry.audit import jsonable, now_iso, set_version_tags, version_url
 from pipelines.registry.store import (
     CHALLENGER,
     CHAMPION,
@@ -66,16 +59,34 @@ from pipelines.registry.store import (
 __all__ = [
     "APPROVAL_RUN", "APPROVED_AT", "BOOTSTRAP", "EVIDENCE", "EVIDENCE_SHA", "LINK", "REQUESTED",
     "REQUESTED_AT", "REQUESTED_BY", "REQUEST_RUN", "Approval", "PromotionRefused",
-    "PromotionRequest", "SignIn", "UnapprovedChampion", "approval_record", "approve_request",
-    "approve_version", "check_approval", "refuse_unapproved_champion", "request_promotion",
+    "PromotionEvidence", "PromotionRequest", "SignIn", "UnapprovedChampion", "approval_record",
+    "approve_request", "approve_version", "check_approval", "request_promotion",
 ]  # fmt: skip
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
 
-    from monitoring.decisions.promotion import PromotionDecision
     from pipelines.config import Params
+
+
+class PromotionEvidence(Protocol):
+    """The shadow decision a request records (monitoring's `PromotionDecision` is one)."""
+
+    @property
+    def promote(self) -> bool: ...
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def cases(self) -> int: ...
+    @property
+    def champion_match_rate(self) -> float: ...
+    @property
+    def challenger_match_rate(self) -> float: ...
+    @property
+    def p_value(self) -> float: ...
+    @property
+    def stage_deltas(self) -> dict[str, float]: ...
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -121,18 +132,18 @@ def _signed_client(params: Params) -> tuple[MlflowClient, str | None]:
 def request_promotion(
     params: Params,
     stage: str,
-    decision: PromotionDecision,
+    decision: PromotionEvidence,
     *,
     version: str | None = None,
     requested_by: str | None = None,
 ) -> PromotionRequest:
     """Record a promotion request with its evidence on the challenger's model version.
 
-    `decision` is `monitoring.decisions.promotion.decide_promotion`'s; a decision against promotion is
-    refused (ValueError). The request is also a run in the requester's ledger, binding the
-    version to the SHA-256 of the evidence; a new request supersedes older approvals. The
-    requester is the signed-in MLflow user; `requested_by` (default: the OS user) only names
-    them on a store without sign-in.
+    `decision` is the shadow decision (`PromotionEvidence`, e.g. monitoring's
+    `decide_promotion`); a decision against promotion is refused (ValueError). The request is
+    also a run in the requester's ledger, binding the version to the SHA-256 of the evidence;
+    a new request supersedes older approvals. The requester is the signed-in MLflow user;
+    `requested_by` (default: the OS user) only names them on a store without sign-in.
     """
     if not decision.promote:
         raise ValueError(
@@ -179,7 +190,7 @@ def request_promotion(
     return PromotionRequest(stage, name, version, requested_at, link, run_id, requester, sha)
 
 
-def _request_tags(decision: PromotionDecision, evidence_json: str, link: str) -> dict[str, str]:
+def _request_tags(decision: PromotionEvidence, evidence_json: str, link: str) -> dict[str, str]:
     """The evidence as version tags, the way the reviewer reads it in the MLflow UI."""
     return {
         EVIDENCE: evidence_json,
@@ -196,7 +207,7 @@ def _request_tags(decision: PromotionDecision, evidence_json: str, link: str) ->
 
 
 def _request_description(
-    params: Params, stage: str, version: str, decision: PromotionDecision
+    params: Params, stage: str, version: str, decision: PromotionEvidence
 ) -> str:
     return (
         f"Promotion requested {now_iso()}: challenger match rate "
@@ -275,39 +286,3 @@ def approve_version(
 
     signed = authenticated_user(client_tracking_uri(params))
     return approve_request(params, stage, version, reviewer=None if signed else reviewer.strip())
-
-
-def refuse_unapproved_champion(params: Params, stage: str, version: ModelVersion) -> None:
-    """Raise UnapprovedChampion, and page, when `version` carries no approval record — or,
-    under sign-in, no signed approval by a reviewer (`approval_verify.unsigned_champion`).
-
-    The page's dedup key names the version, so a service polling every few seconds pages
-    once per cooldown, not on every poll.
-    """
-    record = approval_record(version.tags or {}, params.promote.approval_tag)
-    if record is None:
-        problem = (
-            f"no approval record (no tag `{params.promote.approval_tag}`, not `{BOOTSTRAP}=true`)"
-        )
-    elif record.bootstrap:
-        return
-    else:
-        problem = unsigned_champion(params, version)
-    if problem is None:
-        return
-    name, number = version.name, str(version.version)
-    link = version_url(params, name, number)
-    message = (
-        f"{name}@champion is version {number}: {problem}; refusing to load it. Move "
-        f"champion back with `casepilot rollback {stage} --reason ...`, or have a reviewer "
-        f"approve it at {link} ({README_SECTION})"
-    )
-    page_event(
-        params,
-        summary=f"champion of {stage} moved to unapproved {name} v{number}; not loaded",
-        dedup_key=f"casepilot-unapproved-champion-{name}-v{number}",
-        link=link,
-        link_text="MLflow model version",
-        details={"stage": stage, "model": name, "version": number},
-    )
-    raise UnapprovedChampion(message)

@@ -5,7 +5,8 @@ sends (the `mlflow.user` tag), not who signed in. What its basic-auth server doe
 write permission per experiment. So `casepilot up` gives every MLflow user a ledger experiment,
 `casepilot-approvals/<user>`, that only that user (and the admin) may write: a run in it was
 created by that user. The root experiment `casepilot-approvals`, writable by the admin alone,
-maps ledger experiment ids to users and names the reviewers (flows/platform/mlflow_auth.py writes it).
+maps ledger experiment ids to users and names the reviewers (flows/platform/mlflow_auth.py
+writes it).
 Requests and approvals are runs in the signer's ledger; their binding (model, version, the
 SHA-256 of the evidence, the request run) is logged as run params, which MLflow never lets
 anyone change once logged.

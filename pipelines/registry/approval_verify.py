@@ -1,9 +1,10 @@
 """What the promote step checks before `champion` moves: the signed request and approval.
 
 The version's tags only point the way (MLflow lets anyone with EDIT on the model change them);
-what counts are the ledger runs (`pipelines.registry.approval_ledger`): the request run must bind this
-exact version to the SHA-256 of the evidence the version shows now, and an approval run must
-name that request run, be signed by a reviewer, and by neither the requester nor the promoter.
+what counts are the ledger runs (`pipelines.registry.approval_ledger`): the request run must
+bind this exact version to the SHA-256 of the evidence the version shows now, and an approval
+run must name that request run, be signed by a reviewer, and by neither the requester nor the
+promoter.
 """
 
 from __future__ import annotations

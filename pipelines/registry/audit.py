@@ -18,8 +18,8 @@ from pipelines.registry.store import ensure_experiment, is_remote
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from monitoring.notify.paging import PageResult
     from pipelines.config import Params
+    from pipelines.notify.paging import PageResult
 
 
 def now_iso() -> str:
@@ -100,8 +100,9 @@ def page_event(
     link_text: str,
     details: Mapping[str, Any],
 ) -> PageResult:
-    """Page on-call through `monitoring.notify.paging` (never raises; the result says what happened)."""
-    from monitoring.notify.paging import PageEvent, page
+    """Page on-call from the registry (`pipelines.notify.paging`; never raises: the result
+    says what happened)."""
+    from pipelines.notify.paging import PageEvent, page
 
     event = PageEvent(
         summary=summary,

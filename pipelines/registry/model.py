@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.data.contract import STAGES
-
 STAGE_ARTIFACT = "stage"  # the pyfunc artifact key that holds the stage folder
 # The pyfunc model's code, stored beside the weights (MLflow "model from code": nothing pickled).
-_MODEL_CODE = '''"""casepilot stage model: loads its folder with pipelines.stages.<stage>.load."""
+_MODEL_CODE = '''"""casepilot stage model: loads its folder with the stage's own load."""
 from pathlib import Path
 
 import mlflow
@@ -75,15 +73,10 @@ def _requirements() -> list[str]:
 
 
 def load_stage_folder(stage: str, local_dir: Path, *, qdrant_location: str | None = None) -> Any:
-    """Return the stage object that `pipelines.stages.<stage>.load` builds from `local_dir`."""
-    import importlib
+    """Return the stage object that stage `stage`'s `load` builds from `local_dir`."""
+    from pipelines.stages.registry import get_stage
 
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-    module = importlib.import_module(f"pipelines.stages.{stage}")
-    if stage == "retrieve":
-        return module.load(Path(local_dir), location=qdrant_location)
-    return module.load(Path(local_dir))
+    return get_stage(stage).load(Path(local_dir), location=qdrant_location)
 
 
 def _as_dict(prediction: Any) -> Any:
@@ -97,8 +90,9 @@ def _as_dict(prediction: Any) -> Any:
 def predict_with_stage(stage: str, model: Any, model_input: Any) -> list[Any]:
     """Run a loaded stage on pyfunc input: texts, or records (a DataFrame or a list of dicts).
 
-    trigger / topic / tone read `message` (tone: `draft`), retrieve also `topic`, answer reads
-    `AnswerInput` fields. Returns one dict per input.
+    Each stage's `predict_records` reads the fields it needs (trigger / topic / tone:
+    `message`, tone also `draft`; retrieve also `topic`; answer `AnswerInput` fields).
+    Returns one dict per input.
     """
     if hasattr(model_input, "to_dict"):
         rows = model_input.to_dict(orient="records")
@@ -107,18 +101,6 @@ def predict_with_stage(stage: str, model: Any, model_input: Any) -> list[Any]:
     else:
         rows = list(model_input)
     records = [row if isinstance(row, dict) else {"message": str(row)} for row in rows]
-    messages = [r.get("message") or r.get("draft") or "" for r in records]
-    if stage == "retrieve":
-        predictions = model.predict(messages, [r.get("topic") for r in records])
-    elif stage == "answer":
-        from pipelines.stages.answer import AnswerInput
+    from pipelines.stages.registry import get_stage
 
-        predictions = model.predict(
-            [
-                AnswerInput.model_validate({"topic": "", **r, "message": m})
-                for r, m in zip(records, messages, strict=True)
-            ]
-        )
-    else:
-        predictions = model.predict(messages)
-    return [_as_dict(p) for p in predictions]
+    return [_as_dict(p) for p in get_stage(stage).predict_records(model, records)]

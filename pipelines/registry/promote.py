@@ -1,9 +1,10 @@
-"""Moving `champion`: a first (bootstrap) champion, approved promotion, and rollback.
+"""Moving `champion` to an approved challenger; the replaced champion stays for rollback.
 
-Only these functions ever move `champion`. A promotion needs a recorded promotion request and a
-reviewer's approval tag on the challenger's version (`pipelines.registry.approval`); the replaced champion
-stays addressable as `previous-champion` for rollback. Every move is recorded on both versions'
-tags and as an MLflow run in the registry experiment (who, when, evidence).
+Only the registry's champion moves ever touch `champion`: a first champion (`bootstrap`), an
+approved promotion (here) and a rollback (`rollback`). A promotion needs a recorded promotion
+request and a reviewer's signed approval (`pipelines.registry.approval`); the replaced champion
+stays addressable as `previous-champion`. Every move is recorded on both versions' tags and as
+an MLflow run in the registry experiment (who, when, evidence).
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ import getpass
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipelines.data.contract import STAGES
 from pipelines.registry.approval import (
     APPROVAL_RUN,
     APPROVED_AT,
     BOOTSTRAP,
     EVIDENCE,
+    Approval,
     PromotionRefused,
     UnapprovedChampion,
     check_approval,
 )
 from pipelines.registry.approval_ledger import authenticated_user, signed_ledgers
 from pipelines.registry.audit import log_audit_run, now_iso, set_version_tags
-from pipelines.registry.rollback import AutoRollback, Rollback, auto_rollback, rollback_champion
+from pipelines.registry.rollback import Rollback, rollback_champion
 from pipelines.registry.store import (
     CHALLENGER,
     CHAMPION,
@@ -39,18 +40,19 @@ from pipelines.registry.store import (
 )
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from pipelines.config import Params
 
-# Every champion move in one import: rollback lives in registry_rollback, refusals in approval.
+# The moves a reviewer's approval governs in one import: the refusals and the rollback too.
 __all__ = [
-    "AutoRollback",
+    "PROMOTE_WITH",
     "Promotion",
     "PromotionRefused",
     "Rollback",
     "UnapprovedChampion",
-    "auto_rollback",
-    "bootstrap_champion",
     "promote_challenger",
+    "promote_stages",
     "rollback_champion",
 ]
 
@@ -69,105 +71,21 @@ class Promotion:
     forced: bool = False  # a bootstrap past failed offline gates (`force=True`)
 
 
-GATE, GATE_REASONS = "casepilot.gate", "casepilot.gate_reasons"
-FORCED = "casepilot.bootstrap_forced"
 # JSON {stage: version}: the other members of a group requested as one (stages that win only
 # together, or a first champion cascade); none of them moves before all are approved
 PROMOTE_WITH = "casepilot.promote_with"
 
 
-def bootstrap_champion(
-    params: Params,
-    *,
-    by: str | None = None,
-    stages: Iterable[str] = STAGES,
-    force: bool = False,
-) -> list[Promotion]:
-    """Give each stage without a champion a first one: its challenger, else its latest version.
+class _Move(NamedTuple):
+    """An approved promotion about to happen: the versions, the approval, who and when."""
 
-    There is no earlier champion to compare against, so no approval is asked: it is recorded as
-    `casepilot.bootstrap=true` with who (default: the OS user) and when, on the version and as
-    an audit run. A stage that already has a champion is left alone.
-
-    A version that failed its offline gates (`casepilot.gate=failed`) is refused — for every
-    stage before anything moves — with `PromotionRefused` naming the gate; `force=True` makes
-    it champion anyway, recorded as `casepilot.bootstrap_forced=true` with the gate's reasons.
-    """
-    by, stages = by or getpass.getuser(), list(stages)
-    client = registry_client(params)
-    outcomes: list[Promotion] = []
-    chosen: list[tuple[str, str, str, dict[str, str]]] = []  # stage, name, version, aliases
-    for stage in stages:
-        name = registered_model_name(params, stage)
-        aliases = aliases_of(client, name)
-        if CHAMPION in aliases:
-            note = f"already has champion v{aliases[CHAMPION]}"
-            outcomes.append(Promotion(stage, name, aliases[CHAMPION], None, skipped=note))
-            continue
-        version = aliases.get(CHALLENGER)
-        if version is None:
-            found = client.search_model_versions(filter_string=f"name = '{name}'")
-            version = str(max(int(v.version) for v in found)) if found else None
-        if version is None:
-            outcomes.append(Promotion(stage, name, None, None, skipped="no version registered"))
-            continue
-        chosen.append((stage, name, version, aliases))
-    gates = {
-        (stage, version): client.get_model_version(name, version).tags or {}
-        for stage, name, version, _ in chosen
-    }
-    failed = {key: tags for key, tags in gates.items() if tags.get(GATE) == "failed"}
-    if failed and not force:
-        raise PromotionRefused(_gate_refusal(params, failed))
-    for stage, name, version, aliases in chosen:
-        forced = (stage, version) in failed
-        reasons = failed.get((stage, version), {}).get(GATE_REASONS, "")
-        at = now_iso()
-        client.set_registered_model_alias(name, CHAMPION, version)
-        if aliases.get(CHALLENGER) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
-        record = {
-            BOOTSTRAP: "true",
-            "casepilot.promoted_by": by,
-            PROMOTED_AT: at,
-            PREVIOUS_TAG: "",
-            **({FORCED: "true", "casepilot.forced_gate_reasons": reasons[:5000]} if forced else {}),
-        }
-        run_tags = {
-            "casepilot.model": name,
-            "casepilot.version": version,
-            "casepilot.promoted_by": by,
-            FORCED: str(forced).lower(),
-        }
-        evidence = {
-            "version": version,
-            "by": by,
-            "at": at,
-            "forced": forced,
-            "gate": gates[(stage, version)].get(GATE, ""),
-            "gate_reasons": reasons,
-        }
-        _, run_id = log_audit_run(client, params, "bootstrap", stage, run_tags, evidence)
-        set_version_tags(client, name, version, {**record, "casepilot.promotion_run_id": run_id})
-        outcomes.append(Promotion(stage, name, version, None, audit_run_id=run_id, forced=forced))
-    order = {stage: i for i, stage in enumerate(stages)}
-    return sorted(outcomes, key=lambda o: order[o.stage])
-
-
-def _gate_refusal(params: Params, failed: dict[tuple[str, str], dict[str, str]]) -> str:
-    """The refusal: which version failed which gate, and the two ways forward."""
-    parts = [
-        f"{stage} v{version} failed its offline gates ({tags.get(GATE_REASONS) or 'see its tags'})"
-        for (stage, version), tags in sorted(failed.items())
-    ]
-    first = sorted(failed)[0][0]
-    return (
-        "refusing to bootstrap a champion that failed its offline gates: "
-        + "; ".join(parts)
-        + f". Fix: retrain and register a version that passes `register.gates.{first}` in "
-        "params.yaml (or correct a gate that is wrong there), or accept it knowingly with "
-        "`casepilot promote --bootstrap --force` (recorded as forced in the audit)"
-    )
+    stage: str
+    name: str
+    version: str
+    previous: str | None
+    approval: Approval
+    promoted_by: str
+    at: str
 
 
 def promote_challenger(
@@ -179,22 +97,15 @@ def promote_challenger(
 ) -> Promotion:
     """Move `champion` to the approved challenger; the old champion stays `previous-champion`.
 
-    Refuses (`pipelines.registry.approval.PromotionRefused`) unless the challenger's current promotion
-    request carries a signed approval by a reviewer who neither requested nor promotes
-    (`pipelines.registry.approval_verify.check_approval`). `promoted_by` is who ran the move (default:
-    the OS user); under sign-in the server's name for the promoter is what the check and the
-    audit use. `approved_by` is deprecated: it never approves anything (taken as `promoted_by`).
+    Refuses (`PromotionRefused`) unless the challenger's current promotion request carries a
+    signed approval by a reviewer who neither requested nor promotes
+    (`pipelines.registry.approval_verify.check_approval`). `promoted_by` is who ran the move
+    (default: the OS user); under sign-in the server's name for the promoter is what the check
+    and the audit use. `approved_by` is deprecated: it never approves anything (taken as
+    `promoted_by`).
     """
     if approved_by is not None:
-        import warnings
-
-        warnings.warn(
-            "promote_challenger(approved_by=...) no longer approves: the approver is read from "
-            "the challenger's approval tag; pass promoted_by= for who runs the promotion",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        promoted_by = promoted_by or approved_by
+        promoted_by = promoted_by or _deprecated_approved_by(approved_by)
     from pipelines.registry.tracking import client_tracking_uri
 
     signed_in_as = authenticated_user(client_tracking_uri(params))
@@ -213,24 +124,63 @@ def promote_challenger(
     approval = check_approval(client, params, challenger, promoter=promoted_by, ledgers=ledgers)
     _check_group(client, params, challenger, promoter=promoted_by, ledgers=ledgers)
     previous = aliases.get(CHAMPION)
-    if previous == version:
-        previous = None
-    at = now_iso()
-    evidence_json = (challenger.tags or {}).get(EVIDENCE, "{}")
+    previous = None if previous == version else previous
+    move = _Move(stage, name, version, previous, approval, promoted_by, now_iso())
+    run_id = _audit_promotion(client, params, move, (challenger.tags or {}).get(EVIDENCE, "{}"))
+    _move_champion(client, params, move, run_id)
+    return Promotion(stage, name, version, previous, approved_by=approval.by, audit_run_id=run_id)
+
+
+def promote_stages(params: Params, stages: Iterable[str]) -> tuple[list[Promotion], list[str]]:
+    """Promote each stage's approved challenger; (the promotions, why the others were refused).
+
+    A stage without a challenger or without an approval is refused on its own: the others
+    still move (unless a promote-together group holds them back, `PROMOTE_WITH`).
+    """
+    promotions, refusals = [], []
+    for stage in stages:
+        try:
+            promotions.append(promote_challenger(params, stage))
+        except (LookupError, PromotionRefused) as err:
+            refusals.append(str(err))
+    return promotions, refusals
+
+
+def _deprecated_approved_by(approved_by: str) -> str:
+    """Warn that `approved_by=` approves nothing any more; it names the promoter."""
+    import warnings
+
+    warnings.warn(
+        "promote_challenger(approved_by=...) no longer approves: the approver is read from "
+        "the challenger's approval tag; pass promoted_by= for who runs the promotion",
+        DeprecationWarning,
+        stacklevel=3,  # the caller of promote_challenger
+    )
+    return approved_by
+
+
+def _audit_promotion(client: MlflowClient, params: Params, move: _Move, evidence: str) -> str:
+    """Record the promotion as an audit run with the request's evidence; its run id."""
+    approval = move.approval
     run_tags = {
-        "casepilot.model": name,
-        "casepilot.version": version,
-        PREVIOUS_TAG: previous or "",
+        "casepilot.model": move.name,
+        "casepilot.version": move.version,
+        PREVIOUS_TAG: move.previous or "",
         "casepilot.approved_by": approval.by,
         "casepilot.approved_at": approval.at or "",
         APPROVAL_RUN: approval.run_id or "",
         "casepilot.requested_by": approval.requested_by or "",
         "casepilot.approval_store": approval.store or "",
-        "casepilot.promoted_by": promoted_by,
+        "casepilot.promoted_by": move.promoted_by,
     }
-    _, run_id = log_audit_run(
-        client, params, "promotion", stage, run_tags, _evidence(evidence_json, version, previous)
-    )
+    evidence_dict = _evidence(evidence, move.version, move.previous)
+    _, run_id = log_audit_run(client, params, "promotion", move.stage, run_tags, evidence_dict)
+    return run_id
+
+
+def _move_champion(client: MlflowClient, params: Params, move: _Move, run_id: str) -> None:
+    """Move the aliases (champion, previous-champion, challenger) and tag both versions."""
+    name, version, previous, approval = move.name, move.version, move.previous, move.approval
     if previous is not None:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
     client.set_registered_model_alias(name, CHAMPION, version)
@@ -242,27 +192,19 @@ def promote_challenger(
         {
             BOOTSTRAP: "false",
             params.promote.approval_tag: approval.by,
-            APPROVED_AT: approval.at or at,
+            APPROVED_AT: approval.at or move.at,
             APPROVAL_RUN: approval.run_id or "",
             "casepilot.approval_store": approval.store or "",
-            "casepilot.promoted_by": promoted_by,
-            PROMOTED_AT: at,
+            "casepilot.promoted_by": move.promoted_by,
+            PROMOTED_AT: move.at,
             PREVIOUS_TAG: previous or "",
             "casepilot.promotion_run_id": run_id,
         },
     )
     if previous is not None:
-        set_version_tags(
-            client,
-            name,
-            previous,
-            {
-                "casepilot.replaced_by": version,
-                "casepilot.replaced_at": at,
-                "casepilot.replaced_run_id": run_id,
-            },
-        )
-    return Promotion(stage, name, version, previous, approved_by=approval.by, audit_run_id=run_id)
+        replaced = {"casepilot.replaced_by": version, "casepilot.replaced_at": move.at,
+                    "casepilot.replaced_run_id": run_id}  # fmt: skip
+        set_version_tags(client, name, previous, replaced)
 
 
 def _check_group(

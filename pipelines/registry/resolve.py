@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.data.contract import STAGES
-from pipelines.registry.approval import refuse_unapproved_champion
+from pipelines.registry.approval import approval_record
+from pipelines.registry.approval_verify import (
+    BOOTSTRAP,
+    README_SECTION,
+    UnapprovedChampion,
+    unsigned_champion,
+)
+from pipelines.registry.audit import page_event, version_url
 from pipelines.registry.model import STAGE_ARTIFACT
 from pipelines.registry.store import (
     CHALLENGER,
@@ -108,7 +115,7 @@ def resolve_stage(params: Params, stage: str, alias: str) -> ResolvedStage:
 
     The files land in `CASEPILOT_HOME/cache/mlflow-models/<stage>/<version>` and are reused.
     For `champion`, a version without an approval record raises
-    `pipelines.registry.approval.UnapprovedChampion` (and pages) before anything is downloaded.
+    `UnapprovedChampion` (and pages, `refuse_unapproved_champion`) before anything is downloaded.
     """
     client = registry_client(params)
     name = registered_model_name(params, stage)
@@ -132,6 +139,42 @@ def resolve_stage(params: Params, stage: str, alias: str) -> ResolvedStage:
         local_dir=_stage_dir(model_path),
         model_path=model_path,
     )
+
+
+def refuse_unapproved_champion(params: Params, stage: str, version: ModelVersion) -> None:
+    """Raise UnapprovedChampion, and page, when `version` carries no approval record — or,
+    under sign-in, no signed approval by a reviewer (`approval_verify.unsigned_champion`).
+
+    The page's dedup key names the version, so a service polling every few seconds pages
+    once per cooldown, not on every poll.
+    """
+    record = approval_record(version.tags or {}, params.promote.approval_tag)
+    if record is None:
+        problem = (
+            f"no approval record (no tag `{params.promote.approval_tag}`, not `{BOOTSTRAP}=true`)"
+        )
+    elif record.bootstrap:
+        return
+    else:
+        problem = unsigned_champion(params, version)
+    if problem is None:
+        return
+    name, number = version.name, str(version.version)
+    link = version_url(params, name, number)
+    message = (
+        f"{name}@champion is version {number}: {problem}; refusing to load it. Move "
+        f"champion back with `casepilot rollback {stage} --reason ...`, or have a reviewer "
+        f"approve it at {link} ({README_SECTION})"
+    )
+    page_event(
+        params,
+        summary=f"champion of {stage} moved to unapproved {name} v{number}; not loaded",
+        dedup_key=f"casepilot-unapproved-champion-{name}-v{number}",
+        link=link,
+        link_text="MLflow model version",
+        details={"stage": stage, "model": name, "version": number},
+    )
+    raise UnapprovedChampion(message)
 
 
 def resolve_cascade_dirs(

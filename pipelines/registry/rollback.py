@@ -1,8 +1,9 @@
-"""Rolling `champion` back to `previous-champion`: by hand, or when the new champion regresses.
+"""Rolling `champion` back to `previous-champion`, recording why, and paging on-call.
 
 Rolling back to a version that was trusted is cheap and a regression in front of agents is not,
-so `auto_rollback` acts on `monitoring.decisions.promotion.should_roll_back` alone and pages on-call with
-the evidence; the audit trail is an MLflow run plus tags on both versions.
+so a rollback needs only a reason; the audit trail is an MLflow run plus tags on both versions,
+and the page carries the evidence. *Whether* shadow evidence calls for a rollback is a
+monitoring decision: `monitoring.decisions.rollback.auto_rollback` acts on it through here.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from pipelines.registry.store import (
 )
 
 if TYPE_CHECKING:
-    from monitoring.decisions.promotion import RollbackDecision, ShadowStats
-    from monitoring.notify.paging import PageResult
-    from pipelines.config import Params
+    from mlflow import MlflowClient
 
-AUTO_ROLLBACK_BY = "casepilot auto-rollback"
+    from pipelines.config import Params
+    from pipelines.notify.paging import PageResult
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,6 @@ class Rollback:
     reason: str
     audit_run_id: str
     page: PageResult
-
-
-@dataclass(frozen=True)
-class AutoRollback:
-    """`auto_rollback`'s decision and, when it rolled back, the rollback."""
-
-    decision: RollbackDecision
-    rollback: Rollback | None
 
 
 def rollback_champion(
@@ -80,18 +72,7 @@ def rollback_champion(
         raise ValueError("a rollback needs a reason, e.g. 'match rate fell 0.12 after promotion'")
     client = registry_client(params)
     name = registered_model_name(params, stage)
-    aliases = aliases_of(client, name)
-    current, target = aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)
-    if expect_version is not None and current != str(expect_version):
-        raise LookupError(
-            f"{name}: champion is v{current}, not v{expect_version} any more (moved meanwhile); "
-            "nothing rolled back — look at the registry's audit runs"
-        )
-    if current is None or target is None or target == current:
-        raise LookupError(
-            f"{name} has no previous champion to roll back to (champion={current}, "
-            f"{PREVIOUS_CHAMPION}={target}); roll forward by promoting an approved challenger"
-        )
+    current, target = _rollback_target(client, name, expect_version)
     at, by = now_iso(), by or getpass.getuser()
     experiment_id, run_id = log_audit_run(
         client,
@@ -107,6 +88,53 @@ def rollback_champion(
         },
         {**(evidence or {}), "reason": reason, "from_version": current, "to_version": target},
     )
+    _move_back(client, name, current, target, at=at, by=by, reason=reason, run_id=run_id)
+    details = {"stage": stage, "model": name, "from_version": current, "to_version": target,
+               "reason": reason, "by": by, "audit_run": run_url(params, experiment_id, run_id),
+               **(evidence or {})}  # fmt: skip
+    paged = page_event(
+        params,
+        summary=f"{stage}: champion rolled back from {name} v{current} to v{target}: {reason}",
+        dedup_key=f"casepilot-rollback-{name}-v{current}",
+        link=link or details["audit_run"],
+        link_text="evidence" if link else "MLflow rollback run",
+        details=details,
+    )
+    return Rollback(stage, name, current, target, reason, run_id, paged)
+
+
+def _rollback_target(
+    client: MlflowClient, name: str, expect_version: str | None
+) -> tuple[str, str]:
+    """(current champion, previous champion) of `name`; LookupError when there is nothing to
+    roll back to, or `champion` is no longer on `expect_version`."""
+    aliases = aliases_of(client, name)
+    current, target = aliases.get(CHAMPION), aliases.get(PREVIOUS_CHAMPION)
+    if expect_version is not None and current != str(expect_version):
+        raise LookupError(
+            f"{name}: champion is v{current}, not v{expect_version} any more (moved meanwhile); "
+            "nothing rolled back — look at the registry's audit runs"
+        )
+    if current is None or target is None or target == current:
+        raise LookupError(
+            f"{name} has no previous champion to roll back to (champion={current}, "
+            f"{PREVIOUS_CHAMPION}={target}); roll forward by promoting an approved challenger"
+        )
+    return current, target
+
+
+def _move_back(
+    client: MlflowClient,
+    name: str,
+    current: str,
+    target: str,
+    *,
+    at: str,
+    by: str,
+    reason: str,
+    run_id: str,
+) -> None:
+    """Point `champion` at `target` and tag both versions with the rollback."""
     client.set_registered_model_alias(name, CHAMPION, target)
     # The restored version's own predecessor becomes the next rollback target, if any.
     older = client.get_model_version(name, target).tags.get(PREVIOUS_TAG, "")
@@ -129,68 +157,5 @@ def rollback_champion(
         client,
         name,
         target,
-        {
-            RESTORED_AT: at,
-            "casepilot.restored_from": current,
-            "casepilot.rollback_run_id": run_id,
-        },
+        {RESTORED_AT: at, "casepilot.restored_from": current, "casepilot.rollback_run_id": run_id},
     )
-    audit = run_url(params, experiment_id, run_id)
-    paged = page_event(
-        params,
-        summary=f"{stage}: champion rolled back from {name} v{current} to v{target}: {reason}",
-        dedup_key=f"casepilot-rollback-{name}-v{current}",
-        link=link or audit,
-        link_text="evidence" if link else "MLflow rollback run",
-        details={
-            "stage": stage,
-            "model": name,
-            "from_version": current,
-            "to_version": target,
-            "reason": reason,
-            "by": by,
-            "audit_run": audit,
-            **(evidence or {}),
-        },
-    )
-    return Rollback(stage, name, current, target, reason, run_id, paged)
-
-
-def auto_rollback(
-    params: Params,
-    stage: str,
-    online_metrics: tuple[ShadowStats, ShadowStats],
-    *,
-    link: str | None = None,
-    champion_version: str | None = None,
-) -> AutoRollback:
-    """Roll back when `monitoring.decisions.promotion.should_roll_back` says the new champion regressed.
-
-    `online_metrics` is (before, after): match outcomes of the previous champion's window and of
-    the new champion's since promotion (`monitoring.online.rollback_stats` builds them from the
-    prediction log). `link` points the page at the evidence (a dashboard). `champion_version`:
-    the version the stats were measured on; if `champion` moved since, nothing is rolled back.
-    """
-    from monitoring.decisions.promotion import should_roll_back
-
-    before, after = online_metrics
-    decision = should_roll_back(before, after, params.promote)
-    if not decision.roll_back:
-        return AutoRollback(decision, None)
-    evidence = {
-        "before_match_rate": decision.before_match_rate,
-        "after_match_rate": decision.after_match_rate,
-        "after_cases": decision.after_cases,
-        "before_cases": before.cases,
-        "p_value": decision.p_value,
-    }
-    rolled = rollback_champion(
-        params,
-        stage,
-        decision.reason,
-        by=AUTO_ROLLBACK_BY,
-        link=link,
-        evidence=evidence,
-        expect_version=champion_version,
-    )
-    return AutoRollback(decision, rolled)

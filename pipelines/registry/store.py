@@ -1,7 +1,7 @@
 """The MLflow registry store: its client, model names, experiment, and alias lookups.
 
-The shared ground of `registry`, `registry_resolve` and `registry_promote`, kept apart so
-that they can import it without importing each other.
+The shared ground of `register`, `resolve`, `promote`, `bootstrap` and `rollback`, kept apart
+so that they can import it without importing each other.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-ch
 # Version tags written by promotion and rollback, read by the automatic rollback check
 PROMOTED_AT, PREVIOUS_TAG = "casepilot.promoted_at", "casepilot.previous_champion"
 RESTORED_AT, ROLLED_BACK_AT = "casepilot.restored_at", "casepilot.rolled_back_at"
+# The offline gates' decision on a registered version: "passed"/"failed", and why it failed
+GATE, GATE_REASONS = "casepilot.gate", "casepilot.gate_reasons"
 
 
 def registry_client(params: Params) -> MlflowClient:
@@ -74,3 +76,11 @@ def aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
             return {}
         raise
     return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def stages_with_challenger(params: Params) -> tuple[str, ...]:
+    """The stages whose registered model has a `challenger` now, in cascade order."""
+    client = registry_client(params)
+    return tuple(
+        s for s in STAGES if CHALLENGER in aliases_of(client, registered_model_name(params, s))
+    )

@@ -2,9 +2,9 @@
 
 Where to track (`client_tracking_uri`): `params.mlflow_tracking_uri` — unless that is this home's
 embedded database store and `casepilot up` runs the MLflow server over it with sign-in
-(`--app-name basic-auth`, flows/platform/mlflow_auth.py). Then every client goes through that server,
-signed in as `promoter` (or as whoever `MLFLOW_TRACKING_USERNAME`/`_PASSWORD` already name), so
-the registry's permissions hold: nothing writes to the store behind the server's back.
+(`--app-name basic-auth`, flows/platform/mlflow_auth.py). Then every client goes through that
+server, signed in as `promoter` (or as whoever `MLFLOW_TRACKING_USERNAME`/`_PASSWORD` already
+name), so the registry's permissions hold: nothing writes to the store behind the server's back.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ SIGN_IN_AS = (
 
 
 def auth_secrets_file(home: Home) -> Path:
-    """The 0600 file `casepilot up` keeps the MLflow users' passwords in (flows/platform/mlflow_auth.py)."""
+    """The 0600 file `casepilot up` keeps the MLflow users' passwords in
+    (flows/platform/mlflow_auth.py)."""
     return home.root / "secrets" / "mlflow-auth.json"
 
 
 def server_record_file(home: Home) -> Path:
-    """The running local MLflow server's record (pid, URL, store, auth; flows/platform/services.py)."""
+    """The running local MLflow server's record (pid, URL, store, auth;
+    flows/platform/services.py)."""
     return home.logs / "mlflow-server.json"
 
 

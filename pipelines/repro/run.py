@@ -4,7 +4,8 @@
 `dvc repro --single-item` in the workspace, so DVC alone decides whether it is up to date
 (then it says "didn't change, skipping" and nothing runs). The whole list is what `dvc repro`
 runs by hand: same commands, same outputs, same `dvc.lock`, same MLflow runs and registrations.
-`registration` reads what a `register_<stage>` stage recorded. No Prefect here (flows/lifecycle/loop.py
+`registration` reads what a `register_<stage>` stage recorded. No Prefect here
+(flows/lifecycle/loop.py
 wraps each stage in a task).
 """
 

@@ -1,1 +1,4 @@
-"""The cascade stages: trigger, topic, retrieve, answer, tone (one module each)."""
+"""The cascade stages: trigger, topic, retrieve, answer, tone (one module each).
+
+`base.Stage` is what every stage implements; `registry.get_stage(name)` finds one by name.
+"""

@@ -14,67 +14,21 @@ similar other resolved cases of the same topic plus the topic's doc), never the 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from pipelines.config import AnswerConfig
 from pipelines.data.contract import KnowledgeDoc, LabeledCase
 from pipelines.evaluate.text_metrics import exact_match, groundedness, near_match, rouge_l
+from pipelines.stages.answer_inputs import (
+    AnswerInput,
+    AnswerPrediction,
+    RetrievedReply,
+    prompt,
+    training_inputs,
+)
 from pipelines.stages.decoder import generator
-
-
-class RetrievedReply(BaseModel):
-    """A resolved conversation from retrieval: its reply, and its message or similarity."""
-
-    model_config = ConfigDict(frozen=True)
-    reply: str
-    message: str | None = None
-    similarity: float | None = None  # in [0, 1]; used when `message` is absent
-
-
-class AnswerInput(BaseModel):
-    """What the answer stage reads: the message, its topic and the retrieved context."""
-
-    model_config = ConfigDict(frozen=True)
-    message: str
-    topic: str
-    passages: tuple[str, ...] = ()  # retrieved replies and doc passages, best first
-    matches: tuple[RetrievedReply, ...] = ()  # retrieved conversations, for the as-is path
-
-    @classmethod
-    def from_hits(cls, message: str, topic: str, hits: Sequence[Any]) -> AnswerInput:
-        """Build the input from retrieve-stage hits (`.source`, `.text`, `.message`, `.score`)."""
-        matches = tuple(
-            RetrievedReply(reply=h.text, message=h.message, similarity=h.score)
-            for h in hits
-            if h.source == "conversation"
-        )
-        return cls(
-            message=message, topic=topic, passages=tuple(h.text for h in hits), matches=matches
-        )
-
-
-class AnswerPrediction(BaseModel):
-    """The stage's decision for one input: a reply, or an abstention with its reason."""
-
-    model_config = ConfigDict(frozen=True)
-    text: str | None
-    confidence: float
-    groundedness: float
-    score: float
-    source: Literal["generated", "retrieved"] | None
-    abstained: bool
-    reason: str | None = None
-
-
-def prompt(inp: AnswerInput, max_passages: int) -> str:
-    """The model's prompt: context (best passage last), topic, message, then the reply marker."""
-    context = "\n".join(reversed(inp.passages[:max_passages]))
-    return f"<|context|>{context}\n<|topic|>{inp.topic}\n<|message|>{inp.message}\n<|reply|>"
 
 
 def _similarity(message: str, match: RetrievedReply) -> float:
@@ -91,50 +45,6 @@ def _similarity(message: str, match: RetrievedReply) -> float:
     if match.message is not None:
         return fuzz.ratio(message, match.message, processor=utils.default_process) / 100.0
     return 0.0
-
-
-def training_inputs(
-    cases: Sequence[LabeledCase],
-    docs: Sequence[KnowledgeDoc],
-    *,
-    pool: Sequence[LabeledCase] | None = None,
-    max_passages: int = 4,
-    passage_chars: int = 400,
-) -> list[tuple[AnswerInput, str]]:
-    """(input, reference reply) for each resolved case, with context drawn from `pool`.
-
-    The context stands in for retrieval: the replies of the most similar other cases of the
-    same topic in `pool` (default: `cases`), then the topic's doc passage. A case never sees
-    its own reply.
-    """
-    from rapidfuzz import fuzz, process, utils
-
-    resolved = [c for c in cases if c.answerable and c.topic and c.agent_reply]
-    by_topic: dict[str, list[LabeledCase]] = defaultdict(list)
-    for c in pool if pool is not None else resolved:
-        if c.answerable and c.topic and c.agent_reply:
-            by_topic[c.topic].append(c)
-    doc_text = {d.topic: f"{d.title}. {d.body}"[:passage_chars] for d in docs}
-    out = []
-    for case in resolved:
-        others = [c for c in by_topic.get(case.topic, []) if c.case_id != case.case_id]
-        best = process.extract(
-            case.message,
-            [c.message for c in others],
-            scorer=fuzz.token_set_ratio,
-            processor=utils.default_process,
-            limit=max(max_passages - 1, 1),
-        )
-        near = [others[index] for _, _, index in best]
-        passages = [c.agent_reply for c in near]
-        if case.topic in doc_text:
-            passages.append(doc_text[case.topic])
-        matches = tuple(RetrievedReply(reply=c.agent_reply, message=c.message) for c in near)
-        inp = AnswerInput(
-            message=case.message, topic=case.topic, passages=tuple(passages), matches=matches
-        )
-        out.append((inp, case.agent_reply))
-    return out
 
 
 class AnswerModel:
@@ -257,8 +167,6 @@ def evaluate(
     Context comes from `pool` (e.g. the training cases) as in training. Rates over emitted
     replies are the stage's precision; `rouge_l_all` counts an abstention as 0.
     """
-    from pipelines.evaluate.evaluation import selective_metrics
-
     pairs = training_inputs(
         cases,
         docs,
@@ -281,7 +189,7 @@ def evaluate(
         for i, g in zip(inputs, generated, strict=True)
     ]
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
-    metrics = {
+    return {
         "n": float(len(pairs)),
         "coverage": len(emitted) / len(pairs),
         "abstain_rate": 1 - len(emitted) / len(pairs),
@@ -301,11 +209,42 @@ def evaluate(
         "groundedness": mean([p.groundedness for p, _ in emitted]),
         "retrieved_rate": mean([p.source == "retrieved" for p in preds]),
         "mean_confidence": mean([g.confidence for g in generated]),
+        "coverage_at_precision_0.9": _coverage_at_precision(raw_scores, raw_near, 0.9),
     }
-    # Coverage the generator alone would reach at 90% near-match precision, by its score.
-    for cut in sorted(set(raw_scores), reverse=True):
-        sel = selective_metrics(raw_scores, raw_near, cut)
-        if sel["selective_precision"] >= 0.9:
-            metrics["coverage_at_precision_0.9"] = sel["coverage"]
-    metrics.setdefault("coverage_at_precision_0.9", 0.0)
-    return metrics
+
+
+def _coverage_at_precision(scores: list[float], correct: list[bool], precision: float) -> float:
+    """Coverage the generator alone would reach at `precision` near-match precision, by score."""
+    from pipelines.evaluate.evaluation import selective_metrics
+
+    coverage = 0.0
+    for cut in sorted(set(scores), reverse=True):
+        sel = selective_metrics(scores, correct, cut)
+        if sel["selective_precision"] >= precision:
+            coverage = sel["coverage"]
+    return coverage
+
+
+# The answer stage's `Stage` implementation (pipelines.stages.base), found by the registry.
+from pipelines.stages.kinds import DecoderStage  # noqa: E402
+
+STAGE_IMPL = DecoderStage(
+    "answer",
+    "rouge_l_generated",  # raw generations vs the agent's reply, before thresholds
+    train=lambda cfg, tr, va, out, inputs: train(
+        cfg, tr, va, out, docs=inputs.docs, callbacks=inputs.callbacks
+    ),
+    load=load,
+    evaluate=lambda model, cases, inputs: evaluate(model, cases, inputs.docs, pool=inputs.pool),
+    pairs=lambda cfg, cases, inputs: [
+        (prompt(inp, cfg.max_passages), ref)
+        for inp, ref in training_inputs(
+            cases,
+            inputs.docs,
+            pool=inputs.pool,
+            max_passages=cfg.max_passages,
+            passage_chars=cfg.passage_chars,
+        )  # fmt: skip
+    ],
+    record_input=lambda record: AnswerInput.model_validate({"topic": "", **record}),
+)

@@ -32,6 +32,7 @@ from pipelines.evaluate.text_metrics import (
     tone_score,
 )
 from pipelines.stages.decoder import generator
+from pipelines.stages.kinds import DecoderStage
 
 _NAME = re.compile(r"\b[A-Z][A-Za-z0-9]+(?: [A-Z][A-Za-z0-9]+)*")
 
@@ -187,3 +188,13 @@ def evaluate(model: ToneModel, cases: Sequence[LabeledCase]) -> dict[str, float]
             [exact_match(p.text, r) for p, r in zip(preds, refs, strict=True)]
         ),
     }
+
+
+STAGE_IMPL = DecoderStage(
+    "tone",
+    "rouge_l_rewrite",
+    train=lambda cfg, tr, va, out, inputs: train(cfg, tr, va, out, callbacks=inputs.callbacks),
+    load=load,
+    evaluate=lambda model, cases, inputs: evaluate(model, cases),
+    pairs=lambda cfg, cases, inputs: [(prompt(d), r) for d, r in tone_pairs(cases)],
+)

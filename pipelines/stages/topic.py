@@ -19,6 +19,7 @@ from pipelines.stages.encoder.classifier import (
     evaluate_probabilities,
 )
 from pipelines.stages.encoder.classifier_train import fine_tune
+from pipelines.stages.kinds import EncoderStage
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -136,3 +137,13 @@ def evaluate(
     )
     metrics["unknown_topic_share"] = 1 - len(known.texts) / max(len(answerable), 1)
     return metrics, plots
+
+
+STAGE_IMPL = EncoderStage(
+    STAGE,
+    "accuracy",
+    train=train,
+    load=load,
+    evaluate=evaluate,
+    examples=lambda model, cases: examples(cases, model.meta.labels),
+)

@@ -8,6 +8,7 @@ ZeRO file, the Trainer gets it as `deepspeed=`; DeepSpeed then needs a distribut
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pipelines.config import ClassifierConfig
+    from pipelines.config import ClassifierConfig, GeneratorConfig
     from pipelines.home import Home
 
 
@@ -82,6 +83,54 @@ def training_arguments(cfg: ClassifierConfig, output_dir: Path, *, n_train: int)
         dataloader_num_workers=0,
         deepspeed=deepspeed,
     )
+
+
+def causal_lm_arguments(
+    cfg: GeneratorConfig, output_dir: Path, *, n_train: int, deepspeed: str | None
+) -> Any:
+    """Return TrainingArguments for a decoder: cosine schedule, no evaluation nor checkpoints."""
+    import torch
+    from transformers import TrainingArguments
+
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.0,
+        logging_steps=max(1, min(50, steps_per_epoch // 2)),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        optim="adamw_torch",
+        deepspeed=deepspeed,
+        train_sampling_strategy="group_by_length",  # less padding: prompts vary a lot in length
+    )
+
+
+def causal_lm_collator(pad_id: int):
+    """Return a collate function padding `input_ids` / `labels` rows on the right (-100 labels)."""
+    import torch
+
+    def collate(rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = [r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows]
+        labels = [r["labels"] + [-100] * (width - len(r["labels"])) for r in rows]
+        mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+    return collate
 
 
 def set_torch_threads(threads: int) -> None:

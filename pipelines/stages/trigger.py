@@ -19,6 +19,7 @@ from pipelines.stages.encoder.classifier import (
     evaluate_probabilities,
 )
 from pipelines.stages.encoder.classifier_train import fine_tune
+from pipelines.stages.kinds import EncoderStage
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,3 +114,13 @@ def evaluate(
     data = examples(cases)
     probs = model.classifier.probabilities(data.texts, data.pairs)
     return evaluate_probabilities(model.meta, probs, data.labels, figures=figures)
+
+
+STAGE_IMPL = EncoderStage(
+    STAGE,
+    "auroc",
+    train=train,
+    load=load,
+    evaluate=evaluate,
+    examples=lambda model, cases: examples(cases),
+)

@@ -4,7 +4,8 @@ States: `staged` (pulled, raw copy written), `accepted`, `quarantined`, `release
 after a fix), `expired` (quarantined, never released, purged after
 `data.quarantine_retention_days`). A state is recorded only after the output it names exists,
 so a crash between the two leaves an output the next run reconciles (see
-`pipelines.data.intake.run.reconcile`). A batch id is the content hash of its rows, so a purged batch
+`pipelines.data.intake.run.reconcile`). A batch id is the content hash of its rows, so a purged
+batch
 is still recognised (and not pulled again) when its source file is seen again.
 
 The audit table records every deletion of raw data: when, which batch, what was deleted, its

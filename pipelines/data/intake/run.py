@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitoring.notify.alerts import Alert, send_alert
 from pipelines.config import Params, SourceConfig
 from pipelines.data.contract import LabeledCase
 from pipelines.data.intake.checks import Embed
@@ -36,6 +35,7 @@ from pipelines.data.intake.store import (
 )
 from pipelines.data.intake.suite import ValidationSummary
 from pipelines.data.intake.validate import Judge, make_judge, validate_rows
+from pipelines.notify.alerts import Alert, send_alert
 
 log = logging.getLogger("casepilot.intake")
 

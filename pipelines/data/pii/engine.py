@@ -8,7 +8,8 @@ complete:
 - the NLP engine is a blank spaCy English pipeline (a tokenizer, no model download); PERSON
   comes from `NameListRecognizer` instead of spaCy NER;
 - the card recognizer also takes "." between digit groups and IBANs are found in lower case too;
-  `pipelines.data.pii.normalize` (NFKC, zero-width characters, "[at]" e-mails) runs before all of them;
+  `pipelines.data.pii.normalize` (NFKC, zero-width characters, "[at]" e-mails) runs before all of
+  them;
 - the e-mail validator reads tldextract's bundled public-suffix snapshot instead of fetching the
   live list; the card recognizer also knows 2-series Mastercard numbers (still Luhn-checked);
   a phone-shape pattern catches well-formed numbers whose area code

@@ -4,7 +4,8 @@ Each check returns `Failure`s naming the expectation kind, what was expected and
 Kinds (the report's rows): `must_answer`, `must_abstain`, `expected_topic`, `retrieved_includes`,
 `reply_contains`, `tone`, and `must_not:<kind>` for pii, promise, made_up_amount,
 other_customer and text. PII is found by the project's own Presidio analyzer
-(`pipelines.data.redact.detect_pii`, offline recognizers: Luhn cards, mod-97 IBANs, phones, e-mails);
+(`pipelines.data.redact.detect_pii`, offline recognizers: Luhn cards, mod-97 IBANs, phones,
+e-mails);
 person names are left to `other_customer` (a name list flags too many product words in replies).
 """
 

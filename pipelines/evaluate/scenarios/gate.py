@@ -17,7 +17,8 @@ is recorded. When some other stage has no version and no folder at all the gate 
 (recorded as such on the version, never silently passed as "ran"). Retrieval runs in an
 in-memory Qdrant restored from the stage folder, so a serving process's index is never locked.
 
-`register_stage` (pipelines/registry/register.py) calls this after the offline gates and records the result
+`register_stage` (pipelines/registry/register.py) calls this after the offline gates and records
+the result
 on the version (tags `casepilot.scenario_*`, the report as run artifacts, metrics on the
 registration run); `scenario_rates` reads it back for the demo's summary line.
 """

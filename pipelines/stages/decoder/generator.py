@@ -1,9 +1,9 @@
 """Shared decoder-only LM code for the answer and tone stages: build, fine-tune, save, generate.
 
 The base is configurable (`GeneratorConfig.base_model`: a local folder or a cached hub id). When
-it is null, the embedded default is built here: a byte-level BPE tokenizer trained on the corpus
-with the `tokenizers` library and a small Llama-architecture model (decoder-only, so GPTQ applies
-to it later) sized by `tiny_layers` / `tiny_hidden` / `tiny_heads`, trained from scratch.
+it is null, the embedded default is built (`tiny.py`): a byte-level BPE tokenizer trained on the
+corpus with the `tokenizers` library and a small Llama-architecture model (decoder-only, so GPTQ
+applies to it later) sized by `tiny_layers` / `tiny_hidden` / `tiny_heads`, trained from scratch.
 Training is causal-LM fine-tuning of `prompt → target` pairs with the transformers Trainer; the
 loss covers the target tokens only. Full fine-tuning by default, a LoRA adapter (peft) with
 `lora: true` on a pretrained base.
@@ -14,16 +14,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import GeneratorConfig
+from pipelines.stages.decoder.tiny import build_tiny_model, train_tokenizer
 
-PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-# Prompt field markers: atomic tokens in the embedded tokenizer, plain text for any other base.
-MARKERS = ("<|context|>", "<|topic|>", "<|message|>", "<|reply|>", "<|draft|>", "<|rewrite|>")
 ADAPTER_DIR = "adapter"
 
 
@@ -60,58 +58,6 @@ class FitReport:
     seconds: float
     base: str
     lora: bool
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
-    """Return a byte-level BPE `PreTrainedTokenizerFast` trained on `texts` (left padding)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS, UNK, *MARKERS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        padding_side="left",
-    )
-
-
-def build_tiny_model(cfg: GeneratorConfig, tokenizer: Any) -> Any:
-    """Return a freshly initialised small Llama-style causal LM sized by the `tiny_*` fields."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    if cfg.tiny_hidden % cfg.tiny_heads:
-        raise ValueError(
-            f"params.yaml: tiny_hidden ({cfg.tiny_hidden}) must be divisible by tiny_heads "
-            f"({cfg.tiny_heads}); change one of them"
-        )
-    torch.manual_seed(cfg.seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.tiny_hidden,
-        intermediate_size=cfg.tiny_hidden * 4,
-        num_hidden_layers=cfg.tiny_layers,
-        num_attention_heads=cfg.tiny_heads,
-        num_key_value_heads=cfg.tiny_heads,
-        max_position_embeddings=cfg.max_length + cfg.max_new_tokens,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config)
 
 
 def load_base(cfg: GeneratorConfig, corpus: Sequence[str]) -> tuple[Any, Any, str]:
@@ -155,23 +101,6 @@ def prompt_ids(tokenizer: Any, prompt: str, budget: int) -> list[int]:
     return bos + ids[-keep:]
 
 
-def _collate(pad_id: int):
-    import torch
-
-    def collate(rows: list[dict[str, list[int]]]) -> dict[str, Any]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = [r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows]
-        labels = [r["labels"] + [-100] * (width - len(r["labels"])) for r in rows]
-        mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
-        return {
-            "input_ids": torch.tensor(ids),
-            "labels": torch.tensor(labels),
-            "attention_mask": torch.tensor(mask),
-        }
-
-    return collate
-
-
 def fine_tune(
     cfg: GeneratorConfig,
     model: Any,
@@ -184,9 +113,14 @@ def fine_tune(
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, FitReport]:
     """Fine-tune `model` on the pairs; returns the trained model (LoRA merged) and a report."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
-    from pipelines.stages.training import deepspeed_config_path, under_distributed_launcher
+    from pipelines.stages.training import (
+        causal_lm_arguments,
+        causal_lm_collator,
+        deepspeed_config_path,
+        under_distributed_launcher,
+    )
 
     deepspeed = deepspeed_config_path(cfg.deepspeed)
     if deepspeed and not under_distributed_launcher():
@@ -199,72 +133,56 @@ def fine_tune(
     # LoRA on random weights learns next to nothing: a freshly built base is trained in full.
     use_lora = cfg.lora and cfg.base_model is not None
     if use_lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=cfg.lora_rank,
-            lora_alpha=2 * cfg.lora_rank,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = _with_lora(model, cfg.lora_rank)
     rows = [encode(tokenizer, ex, cfg.max_length) for ex in train]
     val_rows = [encode(tokenizer, ex, cfg.max_length) for ex in val]
-    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
-    args = TrainingArguments(
-        output_dir=str(work_dir),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        weight_decay=0.0,
-        logging_steps=max(1, min(50, steps_per_epoch // 2)),
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=cfg.seed,
-        use_cpu=not _cuda(),
-        optim="adamw_torch",
-        deepspeed=deepspeed,
-        train_sampling_strategy="group_by_length",  # less padding: prompts vary a lot in length
-    )
     trainer = Trainer(
         model=model,
-        args=args,
+        args=causal_lm_arguments(cfg, work_dir, n_train=len(rows), deepspeed=deepspeed),
         train_dataset=rows,
         eval_dataset=val_rows or None,
-        data_collator=_collate(tokenizer.pad_token_id),
+        data_collator=causal_lm_collator(tokenizer.pad_token_id),
         callbacks=list(callbacks),
     )
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
     val_loss = trainer.evaluate()["eval_loss"] if val_rows else None
-    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     if use_lora:
         adapter = model
         adapter.save_pretrained(str(work_dir / ADAPTER_DIR), safe_serialization=True)
         model = adapter.merge_and_unload()
-    report = FitReport(
+    return model.eval(), _fit_report(trainer, seconds, val_loss, base=base, lora=use_lora)
+
+
+def _fit_report(
+    trainer: Any, seconds: float, val_loss: float | None, *, base: str, lora: bool
+) -> FitReport:
+    """The report of a finished run: first and last logged training loss, steps, seconds."""
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    return FitReport(
         train_loss_first=losses[0] if losses else float("nan"),
         train_loss_last=losses[-1] if losses else float("nan"),
         val_loss=val_loss,
         steps=trainer.state.global_step,
         seconds=round(seconds, 1),
         base=base,
-        lora=use_lora,
+        lora=lora,
     )
-    return model.eval(), report
 
 
-def _cuda() -> bool:
-    import torch
+def _with_lora(model: Any, rank: int) -> Any:
+    """`model` wrapped with a LoRA adapter of rank `rank` on all its linear layers."""
+    from peft import LoraConfig, get_peft_model
 
-    return torch.cuda.is_available()
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
 
 
 def save_generator(model: Any, tokenizer: Any, out_dir: Path, meta: dict[str, Any]) -> Path:

@@ -103,22 +103,10 @@ def fine_tune(
     console: Console | None = None,
 ) -> StageMeta:
     """Fine-tune, calibrate and save a classifier into `out_dir`; returns what stage.json holds."""
-    import torch
-    import transformers
-    from transformers import (
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        EarlyStoppingCallback,
-        PrinterCallback,
-        Trainer,
-    )
+    from transformers import AutoTokenizer
 
     from pipelines.stages.encoder.pooled import build_classifier
-    from pipelines.stages.training import (
-        rich_progress_callback,
-        set_torch_threads,
-        training_arguments,
-    )
+    from pipelines.stages.training import set_torch_threads
 
     if not train.texts or not val.texts:
         raise ValueError(
@@ -140,6 +128,46 @@ def fine_tune(
         else {}
     )
     checkpoints = out_dir / "checkpoints"
+    trainer = _trainer(
+        cfg, stage, model, tokenizer, (train_set, val_set), weights, checkpoints, console
+    )
+    result = trainer.train()
+    val_logits = np.asarray(trainer.predict(val_set).predictions, dtype=np.float64)
+    trainer.save_model(str(out_dir))
+    positive = labels.index(positive_label) if positive_label else None
+    meta = calibrate(cfg, stage, labels, val_logits, val.labels, positive)
+    meta = _with_fit_record(meta, cfg, probe, trainer, result)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out_dir))
+        (out_dir / STAGE_FILE).write_text(json.dumps(asdict(meta), indent=2), encoding="utf-8")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        (out_dir / "training_args.bin").unlink(
+            missing_ok=True
+        )  # a pickle; stage.json has the config
+    return meta
+
+
+def _trainer(
+    cfg: ClassifierConfig,
+    stage: str,
+    model: Any,
+    tokenizer: Any,
+    datasets: tuple[_Encoded, _Encoded],
+    weights: np.ndarray,
+    checkpoints: Path,
+    console: Console | None,
+) -> Any:
+    """A Trainer with the weighted loss, early stopping on validation and a Rich progress bar."""
+    from transformers import (
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        PrinterCallback,
+        Trainer,
+    )
+
+    from pipelines.stages.training import rich_progress_callback, training_arguments
+
+    train_set, val_set = datasets
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, checkpoints, n_train=len(train_set)),
@@ -155,12 +183,17 @@ def fine_tune(
         ],
     )
     trainer.remove_callback(PrinterCallback)  # the Rich bar reports progress instead
-    result = trainer.train()
-    val_logits = np.asarray(trainer.predict(val_set).predictions, dtype=np.float64)
-    trainer.save_model(str(out_dir))
-    positive = labels.index(positive_label) if positive_label else None
-    meta = calibrate(cfg, stage, labels, val_logits, val.labels, positive)
-    meta = StageMeta(
+    return trainer
+
+
+def _with_fit_record(
+    meta: StageMeta, cfg: ClassifierConfig, probe: dict[str, float], trainer: Any, result: Any
+) -> StageMeta:
+    """`meta` with the base model, the run's losses and evaluations, and library versions."""
+    import torch
+    import transformers
+
+    return StageMeta(
         **{
             **asdict(meta),
             "base_model": cfg.base_model,
@@ -183,14 +216,6 @@ def fine_tune(
             "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
         }
     )
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(out_dir))
-        (out_dir / STAGE_FILE).write_text(json.dumps(asdict(meta), indent=2), encoding="utf-8")
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        (out_dir / "training_args.bin").unlink(
-            missing_ok=True
-        )  # a pickle; stage.json has the config
-    return meta
 
 
 def init_head_from_probe(

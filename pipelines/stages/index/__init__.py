@@ -1,0 +1,1 @@
+"""The retrieve stage's vector index: what gets indexed (`corpus`), its Qdrant store (`qdrant`)."""
