@@ -185,3 +185,30 @@ def test_toy_stage_packaged_as_pyfunc_loads_and_predicts(toy: Stage, tmp_path: P
     loaded = mlflow.pyfunc.load_model(str(_package(TOY, model_dir, tmp_path / "pkg")))
     rows = loaded.predict(pd.DataFrame({"message": [LONG[2], "bye"]}))
     assert [r["emitted"] for r in rows] == [True, False]
+
+
+def test_toy_stage_is_registered_in_mlflow_and_loaded_back_by_alias(
+    toy: Stage, tmp_path: Path
+) -> None:
+    """`casepilot-wordcount` in a real MLflow registry: registered, resolved by alias, loaded."""
+    from pipelines.config import params_from_mapping
+    from pipelines.home import Home
+    from pipelines.registry.lineage import Lineage
+    from pipelines.registry.register import register_stage
+    from pipelines.registry.resolve import resolve_stage
+    from pipelines.registry.store import CHALLENGER
+
+    register = {"scenario_suite": None, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    params = params_from_mapping({"register": register}, home=Home(tmp_path / "home"), env={})
+    trained = train_stage(TOY, WordcountConfig(), CASES, CASES, tmp_path / "fp32", StageInputs())
+    lineage = Lineage(data_version="md5-t", git_commit="t", params_hash="t", base_model="none")
+    registered = register_stage(
+        params, TOY, trained.model_dir, metrics={"accuracy": 1.0}, lineage=lineage
+    )
+    assert registered.name == f"{params.register.model_prefix}{TOY}"
+    assert registered.aliases == (CHALLENGER,)
+
+    resolved = resolve_stage(params, TOY, CHALLENGER)
+    assert resolved.version == registered.version
+    rows = predict_with_stage(TOY, load_stage_folder(TOY, resolved.local_dir), [LONG[3], "ok"])
+    assert [r["emitted"] for r in rows] == [True, False]

@@ -39,8 +39,10 @@ def registry_client(params: Params) -> MlflowClient:
 
 def registered_model_name(params: Params, stage: str) -> str:
     """Return the registered model name of `stage`, e.g. 'casepilot-topic'."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+    from pipelines.stages.registry import stage_names
+
+    if stage not in stage_names():
+        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(stage_names())}")
     return f"{params.register.model_prefix}{stage}"
 
 
