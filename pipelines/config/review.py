@@ -8,7 +8,7 @@ from pipelines.config.section import Section
 
 
 class ReviewConfig(Section):
-    """The daily review queue in Label Studio (flows/lifecycle/review.py, monitoring/review_*)."""
+    """The daily review queue in Label Studio (flows/lifecycle/review.py, monitoring/review/)."""
 
     daily_size: int = Field(
         60,
