@@ -28,6 +28,21 @@ def healthy(url: str) -> bool:
         return False
 
 
+def drain_prefect_workers(timeout_s: float = 60.0) -> None:
+    """Send this process's queued flow-run logs and events while their server still runs.
+
+    Prefect's log and event workers are process-wide. Left queued when a test's server stops,
+    their items are retried against the dead URL, and the next `prefect_test_harness` exit
+    (which drains with no timeout) waits for them: 339 s in test_review_studio.py's teardown
+    in the full suite, 0.5 s when that module ran alone.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout_s, at_exit=False)
+    EventsWorker.drain_all(timeout=timeout_s, at_exit=False)
+
+
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM the process group, then SIGKILL it if it does not end within 30 s."""
     with contextlib.suppress(ProcessLookupError):
@@ -73,6 +88,7 @@ def prefect_server(root: Path) -> Iterator[str]:
                     )
                 time.sleep(0.5)
             yield url
+            drain_prefect_workers()
         finally:
             _stop(process)
 

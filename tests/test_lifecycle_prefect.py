@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import test_registry
 import yaml
+from prefect_server import drain_prefect_workers
 
 from pipelines.config import SynthConfig, load_params
 from pipelines.data.contract import PredictionRecord, Suggestion
@@ -172,6 +173,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 )
             time.sleep(0.5)
         yield url
+        drain_prefect_workers()
     finally:
         os.killpg(process.pid, 15)
         try:
