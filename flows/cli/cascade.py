@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli.train_launch import metrics_table
+
 console = Console()
 
 
@@ -34,16 +36,6 @@ def _read(path: Path, model: type) -> list:
         )
         raise typer.Exit(2)
     return [record for file in files for record in read_jsonl(file, model)]
-
-
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            table.add_row(key, f"{value:.4f}")
-    return table
 
 
 def _write_json(path: Path | None, payload: dict[str, Any]) -> None:
@@ -88,7 +80,7 @@ def train_retrieve(
     )
     train_and_report(
         "retrieve", params, params.retrieve, split, out, inputs, mlflow=mlflow, console=console,
-        table=_metrics_table,
+        table=metrics_table,
     )  # fmt: skip
 
 
@@ -110,7 +102,7 @@ def evaluate_retrieve(
     params = _params(params_file)
     index = retrieve.load(model, location=location)
     metrics = retrieve.evaluate(index, _read(cases, LabeledCase))
-    console.print(_metrics_table(f"retrieve {index.collection} on {cases.name}", metrics))
+    console.print(metrics_table(f"retrieve {index.collection} on {cases.name}", metrics))
     _write_json(json_out, metrics)
     if mlflow:
         with mlflow_run(params, "casepilot-retrieve", "evaluate-retrieve"):
@@ -143,7 +135,7 @@ def evaluate_cascade(
     report = run_evaluation(
         cascade, _read(cases, LabeledCase), match_threshold=threshold, figures=mlflow
     )
-    console.print(_metrics_table(f"cascade on {cases.name}", report.metrics))
+    console.print(metrics_table(f"cascade on {cases.name}", report.metrics))
     reasons = Table(title="abstain reasons")
     reasons.add_column("reason")
     reasons.add_column("cases", justify="right")

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from flows.cli.train_launch import metrics_table
 
 console = Console()
 ClassifierStage = Literal["trigger", "topic"]
@@ -40,16 +41,6 @@ def _read_cases(path: Path) -> list:
     ]
 
 
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            table.add_row(key, f"{value:.4f}")
-    return table
-
-
 def _train(
     stage: ClassifierStage,
     cases: Path,
@@ -77,7 +68,7 @@ def _train(
     split = split_or_val(params, _read_cases(cases), _read_cases(val) if val else None)
     train_and_report(
         stage, params, cfg, split, out, StageInputs(console=console), mlflow=mlflow,
-        console=console, table=_metrics_table,
+        console=console, table=metrics_table,
     )  # fmt: skip
 
 
@@ -96,7 +87,7 @@ def _evaluate(
     params = _params(params_file)
     report = evaluate_stage(stage, model_dir, _read_cases(cases), StageInputs(), figures=mlflow)
     metrics = report.metrics
-    console.print(_metrics_table(f"{stage} on {cases.name}", metrics))
+    console.print(metrics_table(f"{stage} on {cases.name}", metrics))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2), encoding="utf-8")

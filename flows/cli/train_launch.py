@@ -9,6 +9,18 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """A stage's numeric metrics as a two-column Rich table."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            table.add_row(key, f"{value:.4f}")
+    return table
 
 
 def relaunch_if_deepspeed(
