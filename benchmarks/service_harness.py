@@ -22,6 +22,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 BENCH_KEY = "bench-only-key"
 STAGES = ("trigger", "topic", "retrieve", "answer", "tone")
+START_ATTEMPTS = 3  # BentoML's own port race (see `lost_port_race`) is retried, nothing else
 
 
 def build_tiny_models(out: Path) -> Path:
@@ -148,8 +149,29 @@ def launch(
         **({"CASEPILOT_MODELS_DIR": str(root)} if root else {}),  # else the MLflow registry
         **(env or {}),
     }
-    with (work / f"server-{name}.log").open("ab") as log:
-        process = subprocess.Popen(
+    log = work / f"server-{name}.log"
+    url = f"http://127.0.0.1:{port}"
+    for attempt in range(1, START_ATTEMPTS + 1):
+        since = log.stat().st_size if log.is_file() else 0
+        process = popen_serve(port, full_env, log)
+        if not wait:
+            return url, process
+        try:
+            if wait_ready(url, process, ready_s):
+                return url, process
+        except RuntimeError:
+            if attempt < START_ATTEMPTS and lost_port_race(log, since):
+                continue
+            raise
+        stop_server(process)
+        raise TimeoutError(f"server not ready in {ready_s:g} s; see {log.name}")
+    raise AssertionError("unreachable")
+
+
+def popen_serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`bentoml serve` of the copilot on 127.0.0.1:`port` in its own process group."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("bentoml")),
                 "serve",
@@ -160,16 +182,28 @@ def launch(
                 str(port),
             ],
             cwd=REPO,
-            env=full_env,
-            stdout=log,
+            env=env,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
-    if wait and not wait_ready(url, process, ready_s):
-        stop_server(process)
-        raise TimeoutError(f"server not ready in {ready_s:g} s; see {log.name}")
-    return url, process
+
+
+def lost_port_race(log: Path, since: int = 0) -> bool:
+    """True when the server exited because BentoML's process manager lost a port race.
+
+    BentoML 1.4 picks the circus arbiter's control ports with `reserve_free_port`, which binds
+    an ephemeral port and releases it before circus binds it again; any socket opened on the
+    machine in between (an outgoing connection's ephemeral port included) takes it, and
+    `bentoml serve` exits with `ZMQError: Address already in use`. Starting it again picks new
+    ports. Only output after byte `since` counts (the log is appended to across restarts).
+    """
+    if not log.is_file():
+        return False
+    with log.open("rb") as out:
+        out.seek(since)
+        tail = out.read().decode(errors="replace")
+    return "ZMQError: Address already in use" in tail
 
 
 def log_path(work: Path, name: str) -> Path:

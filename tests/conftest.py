@@ -39,11 +39,14 @@ def _process_state_restored() -> Iterator[None]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
-    """A fresh CASEPILOT_HOME for one test."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh CASEPILOT_HOME for one test; a supervisord the test left in it is shut down."""
+    from flows.platform import supervisor
+
     test_home = Home(tmp_path / "home").ensure()
     monkeypatch.setenv("CASEPILOT_HOME", str(test_home.root))
-    return test_home
+    yield test_home
+    supervisor.shutdown(test_home)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
-"""Label Studio in `casepilot up` / `down`: started by up's own code, recorded in the state file,
-healthy on 127.0.0.1, found again by a second `up`, stopped by `down`; skipped with the fix
-named when its tool environment (`make label-studio`) is missing.
+"""Label Studio in `casepilot up` / `down`: started by up's own code as a program of the home's
+supervisord, healthy on 127.0.0.1, found again by a second `up`, stopped by `down`; skipped with
+the fix named when its tool environment (`make label-studio`) is missing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.platform import review_server, stack
+from flows.platform import review_server, stack, supervisor
 from flows.platform import up_studio as cli_up_studio
 from flows.platform.services import free_port
 from flows.platform.up import Stack, _print, down
@@ -76,9 +76,8 @@ def test_up_starts_label_studio_records_it_and_down_stops_it(
         assert again.status["label-studio"] == "already running"
 
         down(st.params_file)
-        assert "label-studio (pid" in capsys.readouterr().out
+        assert "label-studio: stopped in" in capsys.readouterr().out
         assert not stack.is_ours(service)
-        assert not stack.state_file(home).exists() and stack.port_free(port)
-    finally:
-        if service is not None:  # a failed assertion above: still stop what this test started
-            stack.stop_group(service)
+        assert not supervisor.running(home) and stack.port_free(port)
+    finally:  # a failed assertion above: still stop what this test started
+        supervisor.shutdown(home)

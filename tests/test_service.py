@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from pipelines.data.contract import STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from service_harness import build_tiny_models  # noqa: E402
+from service_harness import build_tiny_models, lost_port_race, popen_serve  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -152,32 +152,22 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory):
         "CASEPILOT_TEST_SHADOW_FAULT_FILE": str(fault),
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    bentoml = Path(sys.executable).with_name("bentoml")
-    output = (work / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(bentoml),
-            "serve",
-            "bentos.service:CopilotService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = work / "server.log"
     url = f"http://127.0.0.1:{port}"
+    process = popen_serve(port, env, log)
     deadline = time.monotonic() + 180
     while_loading: list[tuple[int, int, str]] = []  # (readyz, suggest status, suggest body)
+    restarts = 0  # after BentoML's own port race only (service_harness.lost_port_race)
     try:
         with httpx.Client(timeout=5) as client:
             while True:
                 if process.poll() is not None:
-                    pytest.fail(f"server exited: {(work / 'server.log').read_text()[-3000:]}")
+                    if restarts < 2 and lost_port_race(log):
+                        restarts += 1
+                        log.write_bytes(b"")
+                        process = popen_serve(port, env, log)
+                        continue
+                    pytest.fail(f"server exited: {log.read_text()[-3000:]}")
                 try:
                     ready = client.get(f"{url}/readyz").status_code
                     if ready == 200:
@@ -187,7 +177,7 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory):
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"not ready in 180 s: {(work / 'server.log').read_text()[-3000:]}")
+                    pytest.fail(f"not ready in 180 s: {log.read_text()[-3000:]}")
                 time.sleep(0.5)
         server = Server(url, process, log_url, fault, models_root)
         server.while_loading = while_loading
@@ -200,7 +190,6 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-        output.close()
 
 
 @pytest.fixture

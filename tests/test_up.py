@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import test_registry
 import yaml
 
-from flows.platform import mlflow_auth, stack
+from flows.platform import mlflow_auth, stack, supervisor
 from flows.platform.services import free_port
 from flows.platform.up import prefect_api_url
 from pipelines.config import params_from_mapping
@@ -202,6 +203,19 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
             client.set_registered_model_tag("casepilot-topic", "reviewed", "yes")
             assert client.get_registered_model("casepilot-topic").tags["reviewed"] == "yes"
 
+        # a crashed service is restarted by the supervisor: SIGKILL the Evidently UI's group
+        ui = recorded["evidently-ui"]
+        os.killpg(ui.pgid, signal.SIGKILL)
+        restarted = _wait_restarted(home, ui, f"http://127.0.0.1:{ui_port}/api/version", 120)
+        assert restarted.pid != ui.pid and stack.is_running(restarted)
+        status = subprocess.run(
+            [str(Path(sys.executable).with_name("supervisorctl")), "-c",
+             str(supervisor.config_file(home)), "status"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert status.stdout.count("RUNNING") == len(recorded), status.stdout
+        recorded = stack.read_state(home)
+
         # `up` again starts nothing new
         again = _casepilot(["up", *args], env, 180)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -215,10 +229,23 @@ def test_up_serves_every_ui_guards_the_registry_and_down_stops_exactly_it(
     for service in recorded.values():
         with pytest.raises(ProcessLookupError):
             os.killpg(service.pgid, 0)  # the whole group is gone
-    assert not stack.state_file(home).exists()
+    assert not supervisor.running(home)
     assert all(stack.port_free(port) for port in (prefect_port, mlflow_port, ui_port))
     nothing = _casepilot(["down", *args], env, 60)
     assert nothing.returncode == 0 and "nothing running" in nothing.stdout
+
+
+def _wait_restarted(home: Home, old: stack.Service, url: str, timeout_s: float) -> stack.Service:
+    """The service once the supervisor runs it under a new pid and `url` answers 200 again."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = stack.read_state(home).get(old.name)
+        if now is not None and now.pid not in (0, old.pid) and now.state == "RUNNING":
+            with contextlib.suppress(urllib.error.URLError, OSError):
+                if _status(url) == 200:
+                    return now
+        time.sleep(0.5)
+    raise AssertionError(f"{old.name} was not restarted within {timeout_s:.0f}s")
 
 
 def test_clients_go_through_the_sign_in_server_of_up_while_it_runs(

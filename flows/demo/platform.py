@@ -52,7 +52,7 @@ class Platform:
 @contextlib.contextmanager
 def running_platform(params: Params, params_file: Path) -> Iterator[Platform]:
     """`casepilot up` for these params; yields what runs; always stops what it started."""
-    from flows.platform import stack
+    from flows.platform import supervisor
     from flows.platform.up import bring_up, prefect_api_url
 
     try:
@@ -65,10 +65,7 @@ def running_platform(params: Params, params_file: Path) -> Iterator[Platform]:
         urls = {name: service.url for name, service in started.services.items()}
         yield Platform(prefect_api_url(params)[0], urls)
     finally:
-        recorded = stack.read_state(params.home)
-        if recorded:
-            stack.stop_groups(list(recorded.values()))
-            stack.state_file(params.home).unlink(missing_ok=True)
+        supervisor.shutdown(params.home)
 
 
 @dataclass(frozen=True)

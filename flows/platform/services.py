@@ -1,41 +1,38 @@
 """Local services as managed processes: an `mlflow server` on 127.0.0.1 over the embedded store.
 
-The server runs in its own process group (so stopping it stops its workers too), writes its
-output to `CASEPILOT_HOME/logs/mlflow-server.log` and records itself in
-`CASEPILOT_HOME/logs/mlflow-server.json` (pid, port, URL). It serves the same store the
+The server is the `mlflow` program of the home's supervisord (flows/platform/supervisor.py: its
+own process group, restarted after a crash, stopped by `casepilot down` or
+`casepilot mlflow-server stop`). It writes its output to `CASEPILOT_HOME/logs/mlflow-server.log`;
+`CASEPILOT_HOME/logs/mlflow-server.json` (pid, port, URL, auth) tells this home's clients where
+it answers (pipelines/registry/tracking.py). It serves the same store the
 embedded default uses: the backend is `params.mlflow_tracking_uri` (SQLite or PostgreSQL) and
 artifacts live under `CASEPILOT_HOME/mlflow/artifacts`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.platform.stack import wait_for_exec
-from pipelines.registry.tracking import runs_mlflow_server, server_record_file
+from pipelines.registry.tracking import healthy, server_record_file
 
 if TYPE_CHECKING:
     from pipelines.config import Params
 
 HOST = "127.0.0.1"
+NAME = "mlflow"  # its program name in supervisord (`casepilot up` shows it under this name)
 DATABASE_SCHEMES = ("sqlite:", "postgresql", "mysql", "mssql")
 
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """A running server as recorded in its pid file."""
+    """A running server as recorded for its clients (`mlflow-server.json`)."""
 
     pid: int
     host: str
@@ -61,17 +58,11 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def healthy(url: str, timeout_s: float = 2.0) -> bool:
-    """Return True when `GET {url}/health` answers 200."""
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def read_server(params: Params) -> ServerInfo | None:
-    """Return the recorded server if its process still runs, else None (stale files removed)."""
+    """The recorded server if supervisord runs it, with its current pid, else None (stale
+    record removed)."""
+    from flows.platform import supervisor
+
     path = pid_file(params)
     if not path.is_file():
         return None
@@ -80,9 +71,13 @@ def read_server(params: Params) -> ServerInfo | None:
     except (json.JSONDecodeError, TypeError):
         path.unlink(missing_ok=True)
         return None
-    if not (runs_mlflow_server(info.pid)):
+    now = {p["name"]: p for p in supervisor.programs(params.home)}.get(NAME)
+    if now is None or now["statename"] not in supervisor.ALIVE:
         path.unlink(missing_ok=True)
         return None
+    if now["pid"] > 0 and now["pid"] != info.pid:  # restarted after a crash
+        info = replace(info, pid=int(now["pid"]))
+        path.write_text(json.dumps(asdict(info)), encoding="utf-8")
     return info
 
 
@@ -161,7 +156,9 @@ def _running_server(params: Params, *, auth: bool) -> ServerInfo | None:
 def _launch_server(
     params: Params, command: list[str], host: str, port: int, auth_env: dict[str, str] | None
 ) -> ServerInfo:
-    """Launch `command` in a new process group, logging to the home, and record its pid file."""
+    """Hand `command` to the home's supervisord, logging to the home; record where it answers."""
+    from flows.platform import supervisor
+
     log = params.home.logs / "mlflow-server.log"
     env = {
         **os.environ,
@@ -169,18 +166,10 @@ def _launch_server(
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **(auth_env or {}),
     }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # its own process group: stop kills all workers
-        )
-    wait_for_exec(process, command)  # so `read_server` recognises it from the first poll
+    url = f"http://{host}:{port}"
+    started = supervisor.start(params.home, supervisor.Program(NAME, command, env, log, url))
     info = ServerInfo(
-        pid=process.pid,
+        pid=int(started["pid"]),
         host=host,
         port=port,
         backend_store_uri=command[command.index("--backend-store-uri") + 1],
@@ -198,7 +187,7 @@ def wait_mlflow_server(
     """Wait until the started server answers `/health`; stop it and raise if it never does."""
     deadline = time.monotonic() + timeout_s
     for _ in range(int(timeout_s / poll_s) + 1):
-        alive = runs_mlflow_server(info.pid)
+        alive = read_server(params) is not None
         if alive and healthy(info.url):
             return info
         if not alive or time.monotonic() > deadline:
@@ -213,33 +202,10 @@ def wait_mlflow_server(
     )
 
 
-def stop_mlflow_server(params: Params, *, timeout_s: float = 20.0, poll_s: float = 0.2) -> bool:
-    """Stop the recorded server's whole process group (TERM, then KILL); True if one ran."""
-    path = pid_file(params)
-    info = read_server(params)
-    if info is None:
-        return False
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(info.pid, sig)
-        except ProcessLookupError:
-            break
-        if _wait_group_gone(info.pid, wait_s, poll_s):
-            break
-    path.unlink(missing_ok=True)
-    return True
+def stop_mlflow_server(params: Params) -> bool:
+    """Stop the server's whole process group through supervisord; True if one ran."""
+    from flows.platform import supervisor
 
-
-def _wait_group_gone(pgid: int, timeout_s: float, poll_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / poll_s) + 1):
-        with contextlib.suppress(ChildProcessError):  # reap our own child: no zombie left
-            os.waitpid(pgid, os.WNOHANG)
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return False
+    stopped = supervisor.stop(params.home, NAME)
+    pid_file(params).unlink(missing_ok=True)
+    return stopped

@@ -1,16 +1,16 @@
-"""The processes `casepilot up` starts, recorded so `casepilot down` stops exactly those.
+"""The services `casepilot up` runs, as this home's supervisord reports them, and their checks.
 
-Each service runs in its own process group (servers fork workers; stopping the group stops them
-all) and is recorded in `CASEPILOT_HOME/run/services.json` with its pid, pgid, URL, log and
-command line. A recorded group is signalled only while it is provably ours: its leader still runs
-the recorded command line, or the leader is gone and members remain (Linux hands out no pid equal
-to a live process group's id, so those members can only be the leader's children).
+supervisord (flows/platform/supervisor.py) is the one place that knows what runs: `read_state`
+asks it. `launch`/`stop_group` start and stop a one-off process group outside the platform (a
+test's Label Studio, an idle stand-in); a recorded group is signalled only while it is provably
+ours: its leader still runs the recorded command line, or the leader is gone and members remain
+(Linux hands out no pid equal to a live process group's id, so those members can only be the
+leader's children).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.home import Home
@@ -29,7 +29,7 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True)
 class Service:
-    """One running service as recorded in the state file."""
+    """One running service: where it answers, its process (group) and its log."""
 
     name: str
     url: str
@@ -37,30 +37,27 @@ class Service:
     pgid: int
     log: str
     cmdline: list[str]
-
-
-def state_file(home: Home) -> Path:
-    return home.root / "run" / "services.json"
+    # supervisord's state name when read (STARTING, RUNNING, BACKOFF, EXITED, ...): a snapshot,
+    # not part of which service this is
+    state: str = field(default="RUNNING", compare=False)
 
 
 def read_state(home: Home) -> dict[str, Service]:
-    """The recorded services (possibly dead; see `is_running`), {} without a state file."""
-    path = state_file(home)
-    if not path.is_file():
-        return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {name: Service(**entry) for name, entry in raw.items()}
-    except (json.JSONDecodeError, TypeError):
-        return {}
+    """What this home's supervisord runs (any state; see `is_running`), {} when it does not run."""
+    from flows.platform import supervisor
 
-
-def write_state(home: Home, services: Mapping[str, Service]) -> None:
-    path = state_file(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({n: asdict(s) for n, s in services.items()}, indent=2), "utf-8")
-    tmp.replace(path)
+    return {
+        info["name"]: Service(
+            name=info["name"],
+            url=supervisor.program_url(home, info["name"]),
+            pid=int(info["pid"]),
+            pgid=int(info["pid"]),
+            log=info["stdout_logfile"],
+            cmdline=supervisor.program_command(home, info["name"]),
+            state=info["statename"],
+        )
+        for info in supervisor.programs(home)
+    }
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -92,7 +89,9 @@ def is_ours(service: Service) -> bool:
 
 def is_running(service: Service) -> bool:
     """True when the service's main process still runs its recorded command."""
-    return _cmdline(service.pid) == service.cmdline
+    from flows.platform.supervisor import ALIVE
+
+    return service.state in ALIVE and _cmdline(service.pid) == service.cmdline
 
 
 def launch(name: str, command: list[str], env: Mapping[str, str], log: Path, url: str,
@@ -149,13 +148,15 @@ def http_ok(url: str, *, data: bytes | None = None, timeout_s: float = 3.0) -> b
 
 
 def wait_healthy(service: Service, check: Callable[[], bool], timeout_s: float,
-                 poll_s: float = 0.5) -> bool:  # fmt: skip
-    """Poll `check` until it passes; raise with the log's tail if the process dies or stalls."""
+                 poll_s: float = 0.5, home: Home | None = None) -> bool:  # fmt: skip
+    """Poll `check` until it passes; raise with the log's tail if the process dies or stalls.
+
+    With `home` the service is supervised: a crash it restarts from is waited through, and only
+    supervisord giving up (FATAL) or stopping it counts as dead.
+    """
     deadline = time.monotonic() + timeout_s
     for _ in range(int(timeout_s / poll_s) + 2):
-        with contextlib.suppress(ChildProcessError):  # reap our own exited child
-            os.waitpid(service.pid, os.WNOHANG)
-        if not is_running(service):
+        if not _alive(service, home):
             problem = "exited"
             break
         if check():
@@ -169,6 +170,17 @@ def wait_healthy(service: Service, check: Callable[[], bool], timeout_s: float,
     log = Path(service.log)
     tail = log.read_text(encoding="utf-8", errors="replace")[-1500:] if log.is_file() else ""
     raise RuntimeError(f"{service.name} ({service.url}) {problem}; last lines of {log}:\n{tail}")
+
+
+def _alive(service: Service, home: Home | None) -> bool:
+    if home is not None:
+        from flows.platform.supervisor import ALIVE
+
+        now = read_state(home).get(service.name)
+        return now is not None and now.state in ALIVE
+    with contextlib.suppress(ChildProcessError):  # reap our own exited child
+        os.waitpid(service.pid, os.WNOHANG)
+    return _cmdline(service.pid) == service.cmdline
 
 
 def stop_groups(

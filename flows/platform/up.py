@@ -6,8 +6,9 @@ Evidently UI over the monitors' workspace, Label Studio for the review queue
 (flows/platform/up_studio.py) and — once a champion is registered — the BentoML service (their
 starters: flows/platform/up_starters.py). Slow starters are launched together and then
 polled (bounded deadlines), so the whole stack is up in about the time of the slowest. Every
-process is recorded in `CASEPILOT_HOME/run/services.json` (flows/platform/stack.py); `down` stops
-exactly those groups. Running `up` again starts only what is not running. The
+service is a program of this home's supervisord (flows/platform/supervisor.py), which restarts
+one that crashes; `down` stops them all (each whole process group) and supervisord with them.
+Running `up` again starts only what is not running. The
 service gets an API key (`CASEPILOT_API_KEY`, else generated into
 `CASEPILOT_HOME/secrets/service-api-key`, 0600; flows/platform/service_key.py) that the flows
 send when they ask it to reload.
@@ -63,12 +64,14 @@ def _child_env(params: Params, api: str) -> dict[str, str]:
 
 def bring_up(params: Params, params_file: Path) -> Stack:
     """Start what is not running yet, wait until everything answers; returns the stack's state."""
-    from flows.platform import mlflow_auth, services
+    from flows.platform import mlflow_auth, services, supervisor
 
     params.home.ensure()
     api, prefect_port = prefect_api_url(params)
     env = _child_env(params, api)
-    st = Stack(params, params_file.resolve(), env, services=stack.read_state(params.home))
+    home = params.home
+    supervisor.ensure_running(home, env)  # every service inherits `env` from it
+    st = Stack(params, params_file.resolve(), env, services=stack.read_state(home))
     pending: list[tuple[Service, Callable[[], bool], float]] = []
 
     def attempt(name: str, action: Callable[[], Any]) -> Any:
@@ -84,8 +87,10 @@ def bring_up(params: Params, params_file: Path) -> Stack:
     mlflow = attempt("mlflow", lambda: starters.start_mlflow(st))
     ui = attempt("evidently-ui", lambda: starters.start_evidently(st))
     studio = attempt("label-studio", lambda: cli_up_studio.start(st))  # flows/platform/up_studio.py
-    if prefect and attempt("prefect-server", lambda: stack.wait_healthy(
-            prefect, lambda: stack.http_ok(f"{api}/health") is not None, 120)):  # fmt: skip
+    answers = lambda: stack.http_ok(f"{api}/health") is not None  # noqa: E731
+    if prefect and attempt(
+        "prefect-server", lambda: stack.wait_healthy(prefect, answers, 120, home=home)
+    ):
         # deployments first: they create the work pool the worker then polls (no create race)
         attempt("deployments", lambda: starters.register_deployments(st))
         pool = params.schedule.work_pool
@@ -94,9 +99,9 @@ def bring_up(params: Params, params_file: Path) -> Stack:
     if mlflow:
         server, creds = mlflow
         healthy = lambda: services.healthy(server.url)  # noqa: E731
-        if attempt("mlflow", lambda: stack.wait_healthy(server, healthy, 150)) and attempt(
-            "mlflow", lambda: mlflow_auth.ensure_registry_users(server.url, creds)
-        ):
+        if attempt(
+            "mlflow", lambda: stack.wait_healthy(server, healthy, 150, home=home)
+        ) and attempt("mlflow", lambda: mlflow_auth.ensure_registry_users(server.url, creds)):
             where = mlflow_auth.secrets_file(params.home)
             st.status["mlflow users"] = f"admin, reviewer, promoter; passwords in {where} (0600)"
             bento = attempt("bentoml", lambda: starters.start_bentoml(st))
@@ -111,7 +116,8 @@ def bring_up(params: Params, params_file: Path) -> Stack:
             (studio, cli_up_studio.health_check(studio), params.review.startup_timeout_s)
         )
     for service, check, timeout_s in pending:
-        attempt(service.name, lambda s=service, c=check, t=timeout_s: stack.wait_healthy(s, c, t))
+        attempt(service.name, lambda s=service, c=check, t=timeout_s: stack.wait_healthy(
+            s, c, t, home=home))  # fmt: skip
     return st
 
 
@@ -139,7 +145,11 @@ def _print(st: Stack) -> None:
     if "prefect-server" in st.services:
         api, _ = prefect_api_url(st.params)
         console.print(f"other shells: export PREFECT_API_URL={api}", soft_wrap=True)
-    console.print(f"state: {stack.state_file(st.params.home)}; stop with `casepilot down`")
+    from flows.platform.supervisor import config_file
+
+    conf = config_file(st.params.home)
+    console.print(f"what runs: supervisorctl -c {conf} status; stop with `casepilot down`",
+                  soft_wrap=True)  # fmt: skip
 
 
 def up(params_file: Path = PARAMS) -> None:
@@ -159,18 +169,14 @@ def up(params_file: Path = PARAMS) -> None:
 
 
 def down(params_file: Path = PARAMS) -> None:
-    """Stop exactly the processes `casepilot up` started (their process groups)."""
+    """Stop everything `casepilot up` started (each whole process group) and its supervisord."""
     from flows.cli.main import params_or_exit
-    from flows.platform import services
+    from flows.platform import services, supervisor
 
     params = params_or_exit(params_file)
-    recorded = stack.read_state(params.home)
-    running = {n: s for n, s in recorded.items() if stack.is_ours(s)}
-    if not running:
-        console.print(f"nothing running (no live services in {stack.state_file(params.home)})")
-        stack.state_file(params.home).unlink(missing_ok=True)
-        return
-    for name, outcome in stack.stop_groups(list(running.values())).items():
-        console.print(f"{name} (pid {running[name].pid}): {outcome}")
-    services.read_server(params)  # drops the mlflow pid file now that its process is gone
-    stack.state_file(params.home).unlink(missing_ok=True)
+    outcome = supervisor.shutdown(params.home)
+    if not outcome:
+        console.print(f"nothing running (no supervisord for {params.home.root})")
+    for name, what in outcome.items():
+        console.print(f"{name}: {what}")
+    services.read_server(params)  # drops the mlflow record now that its process is gone

@@ -14,7 +14,7 @@ import sys
 
 from flows.platform import stack
 from flows.platform.stack import HOST, Service
-from flows.platform.up_stack import REPO, Stack
+from flows.platform.up_stack import Stack
 from pipelines.config import Params
 
 SCHEDULER_LOOP_ENV = "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"
@@ -35,13 +35,8 @@ def start_worker(st: Stack, api: str) -> Service:
     pool = st.params.schedule.work_pool
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
                "--type", "process", "--name", f"casepilot-{pool}"]  # fmt: skip
-    if found := st.running("prefect-worker"):
-        return found
-    log = st.params.home.logs / "prefect-worker.log"
     ui = f"{api.removesuffix('/api')}/work-pools/work-pool/{pool}"
-    service = stack.launch("prefect-worker", command, st.env, log, ui, REPO)
-    st.record(service, "started")
-    return service
+    return st.running("prefect-worker") or st.start("prefect-worker", command, ui, None)
 
 
 def worker_online(api: str, pool: str) -> bool:

@@ -3,10 +3,11 @@
 `start` is called by `flows.platform.up.bring_up` right after the other slow starters are launched:
 the first time it runs Label Studio's account setup (`review_server.initialise`: one Django boot
 per reviewer, while Prefect, MLflow and the Evidently UI boot in their own processes), then
-launches `label-studio start` on 127.0.0.1:`review.port` as a managed process group recorded
-in the state file, so `casepilot down` stops it. `bring_up` then waits on `health_check` for
-at most `review.startup_timeout_s`. Without the tool environment (`make label-studio`) or with
-`review.start_with_up: false` it is skipped with a status line naming the fix; `up` carries on.
+launches `label-studio start` on 127.0.0.1:`review.port` as a program of the home's
+supervisord (flows/platform/supervisor.py), so `casepilot down` stops it. `bring_up` then
+waits on `health_check` for at most `review.startup_timeout_s`. Without the tool environment
+(`make label-studio`) or with `review.start_with_up: false` it is skipped with a status line
+naming the fix; `up` carries on.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class ScheduleConfig(Section):
     service_url: str | None = Field(
         None,
         description="the BentoML service that promote/rollback ask to reload "
-        "(POST /admin/reload); null = the one `casepilot up` started (its state file)",
+        "(POST /admin/reload); null = the one `casepilot up` started (its supervisord)",
     )
     drift_retrain_stages: tuple[str, ...] | None = Field(
         None,

@@ -65,9 +65,23 @@ def running_auth_server(params: Params) -> str | None:
     if not record.get("auth") or record.get("backend_store_uri") != params.mlflow_tracking_uri:
         return None
     pid = int(record.get("pid") or 0)
-    if pid <= 0 or not runs_mlflow_server(pid):
-        return None
-    return f"http://{record['host']}:{record['port']}"
+    url = f"http://{record['host']}:{record['port']}"
+    if pid > 0 and runs_mlflow_server(pid):
+        return url
+    # supervisord restarted it after a crash (a new pid): it still answers where recorded
+    return url if pid > 0 and healthy(url) else None
+
+
+def healthy(url: str, timeout_s: float = 1.0) -> bool:
+    """True when an MLflow server answers `GET {url}/health` with 200 within `timeout_s`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 _signed_in_here: tuple[str, str] | None = None  # what sign_in_from_secrets last set
