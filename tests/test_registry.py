@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,6 +273,14 @@ def test_postgresql_backend_works_by_configuration(tmp_path: Path, stage_dir: Pa
 # ---------------------------------------------------------------- a real `mlflow server`
 
 
+def _pgid(pid: str) -> int | None:
+    """The process group of a running process (from /proc), None once it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` on a free port of 127.0.0.1, started by flows/platform/services.py."""
@@ -295,8 +302,7 @@ def test_round_trip_through_a_real_mlflow_server(server, topic_dir, tmp_path) ->
     from pipelines.stages import topic
 
     _, info = server
-    group = subprocess.run(["ps", "-o", "pid=", "-g", str(info.pid)], capture_output=True,
-                           text=True).stdout.split()  # fmt: skip
+    group = [pid for pid in os.listdir("/proc") if pid.isdigit() and _pgid(pid) == info.pid]
     assert str(info.pid) in group and len(group) >= 2  # the server and its uvicorn worker
 
     params = _params(tmp_path, info.url)
