@@ -1,7 +1,7 @@
 """Quantization behind the accuracy gate: real tiny models, real torch/quanto/GPTQModel, MLflow.
 
-The classifier is a tiny BERT trained a few dozen steps (tests/stages/test_classifiers.py), the
-decoder a tiny Llama memorising four replies (tests/stages/test_generators.py); GPTQ really
+The classifier is a tiny BERT trained a few dozen steps (tests/stages/classifier_kit.py), the
+decoder a tiny Llama memorising four replies (tests/stages/generator_kit.py); GPTQ really
 quantizes it on CPU.
 """
 
@@ -20,8 +20,8 @@ from pipelines.quantize.run import Candidate, choose, judge, quantize_stage
 from pipelines.quantize.stages import write_variant
 from pipelines.stages import answer, topic
 from pipelines.stages.encoder.classifier import build_tiny_encoder
-from tests.stages.test_classifiers import _tiny, _toy_cases
-from tests.stages.test_generators import DOCS, TINY, _cases
+from tests.stages.classifier_kit import _tiny, _toy_cases
+from tests.stages.generator_kit import DOCS, TINY, _cases
 
 
 @pytest.fixture(scope="module")

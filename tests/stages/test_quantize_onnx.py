@@ -1,6 +1,6 @@
 """ONNX Runtime candidates (`onnx`, `onnx_int8`): real export, real ORT int8, the stages' own load.
 
-The classifier is the tiny BERT of tests/stages/test_classifiers.py trained a few dozen steps; the
+The classifier is the tiny BERT of tests/stages/classifier_kit.py trained a few dozen steps; the
 retrieve test exports the packaged all-MiniLM-L6-v2 (marked slow).
 """
 
@@ -27,7 +27,7 @@ from pipelines.quantize.run import candidate_methods, quantize_stage
 from pipelines.quantize.stages import stage_methods
 from pipelines.stages import topic
 from pipelines.stages.encoder.classifier import build_tiny_encoder
-from tests.stages.test_classifiers import _tiny, _toy_cases
+from tests.stages.classifier_kit import _tiny, _toy_cases
 
 TEXTS = ["refund the order", "payout is late", "my card was blocked", "hello there"]
 

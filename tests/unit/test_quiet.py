@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.config import TopicConfig
 from pipelines.data.contract import write_jsonl
 from pipelines.quiet import QUIET_ENV, VERBOSE_ENV, ConsoleRecords, quiet_environment
-from tests.stages.test_classifiers import TopicConfig, _tiny, _toy_cases, tiny_base  # noqa: F401
+from tests.stages.classifier_kit import _tiny, _toy_cases, tiny_base  # noqa: F401
 
 CASEPILOT = str(Path(sys.executable).with_name("casepilot"))
 # what the libraries print on import and while training, on this CPU-only stack

@@ -1,68 +1,19 @@
-"""The answer and tone stages: tiny Llama-style models really trained for a few dozen steps."""
+"""The answer stage: a tiny Llama-style model really trained for a few dozen steps.
+
+The trained model (`answer_dir`) is built once per run in tests/stages/conftest.py.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import AnswerConfig, ToneConfig
-from pipelines.data.contract import KnowledgeDoc, LabeledCase
-from pipelines.stages import answer, tone
+from pipelines.config import AnswerConfig
+from pipelines.stages import answer
 from pipelines.stages.answer import AnswerInput, RetrievedReply
-
-NOW = datetime(2026, 1, 5, tzinfo=UTC)
-# (topic, message, house-style reply, robotic draft)
-WORLD = [
-    ("payouts", "when will my payout of $40 arrive?",
-     "Hi! Payouts land in 2 business days. Track them under Balance → Payouts.",
-     "Payouts are credited within 2 business days. Status is available under Balance → Payouts."),
-    ("payouts", "my payout failed, where is the money?",
-     "Hi! A failed payout comes back within 5 business days, we'll retry then.",
-     "Failed payouts are returned within 5 business days prior to retry."),
-    ("refunds", "how do I refund a customer?",
-     "Sure! Open the payment under Payments → Refunds and click Refund, it's instant.",
-     "Refunds may be issued via Payments → Refunds. The operation is immediate."),
-    ("refunds", "refund fee question, is there a fee?",
-     "Good news: refunds are free, we don't charge a fee. 🙂",
-     "No fee is charged for refunds."),
-]  # fmt: skip
-TINY = dict(tiny_layers=2, tiny_hidden=64, tiny_heads=2, vocab_size=500, max_length=160,
-            max_new_tokens=40, learning_rate=1e-2, batch_size=8, epochs=80.0)  # fmt: skip
-
-
-def _cases(copies: int = 1) -> list[LabeledCase]:
-    return [
-        LabeledCase(
-            case_id=f"c{i}-{k}",
-            created_at=NOW,
-            message=msg,
-            answerable=True,
-            topic=topic,
-            agent_reply=reply,
-            reply_draft=draft,
-            label_source="synthetic",
-        )  # fmt: skip
-        for k in range(copies)
-        for i, (topic, msg, reply, draft) in enumerate(WORLD)
-    ]
-
-
-DOCS = [
-    KnowledgeDoc(doc_id="d-payouts", topic="payouts", title="Payouts", updated_at=NOW,
-                 body="Payouts arrive in 2 business days; failed ones return in 5 business days."),
-    KnowledgeDoc(doc_id="d-refunds", topic="refunds", title="Refunds", updated_at=NOW,
-                 body="Refund a payment under Payments → Refunds. Refunds are free."),
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def answer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # two copies of each case: every case then has a same-topic neighbour with its own reply
-    cfg = AnswerConfig(**TINY, min_confidence=0.5, min_groundedness=0.5)
-    return answer.train(cfg, _cases(2), [], tmp_path_factory.mktemp("answer"), docs=DOCS)
+from tests.stages.generator_kit import DOCS, TINY, WORLD, _cases
 
 
 def test_answer_overfits_one_batch_and_saves_safetensors(answer_dir: Path):
@@ -165,77 +116,6 @@ def test_answer_evaluate_reports_text_metrics(answer_dir: Path):
     assert metrics["rouge_l"] == pytest.approx(1.0) and metrics["exact_match_rate"] == 1.0
     assert metrics["coverage"] == 1.0 and metrics["abstain_rate"] == 0.0
     assert metrics["coverage_at_precision_0.9"] == 1.0
-
-
-@pytest.fixture(scope="module")
-def tone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tone.train(ToneConfig(**TINY, lora=False), _cases(), [], tmp_path_factory.mktemp("tone"))
-
-
-def test_tone_rewrites_drafts_in_house_style(tone_dir: Path):
-    model = tone.load(tone_dir)
-    preds = model.predict([draft for *_, draft in WORLD])
-    assert [p.text for p in preds] == [reply for _, _, reply, _ in WORLD]
-    assert all(not p.kept_draft and p.faithfulness == 1.0 for p in preds)
-    metrics = tone.evaluate(model, _cases())
-    assert (
-        metrics["faithfulness"] == 1.0 and metrics["tone_gain"] > 0.2 and metrics["rouge_l"] == 1.0
-    )
-
-
-def test_tone_batched_equals_one_by_one(tone_dir: Path):
-    model = tone.load(tone_dir)
-    drafts = [draft for *_, draft in WORLD] + ["A fee of $75.25 is charged.", "Hello"]
-    batched = model.predict(drafts)
-    assert batched == [model.predict([d])[0] for d in drafts]
-
-
-def test_tone_keeps_the_draft_when_a_fact_would_be_lost(tone_dir: Path):
-    model = tone.load(tone_dir)
-    draft = (
-        "Payouts are credited within 2 business days. Status is available under Balance → Payouts."
-    )
-    checked = model.check(
-        draft, "Hi! Payouts land in a few days. Track them under Balance → Payouts."
-    )
-    assert checked.kept_draft and checked.text == draft
-    assert checked.lost_facts == ("2",) and "lost 2" in checked.reason
-    # a draft the model never saw, with an amount it cannot know: the stage keeps it or keeps $75
-    unseen = "A fee of $75.25 is charged for chargebacks."
-    result = model.predict([unseen])[0]
-    assert result.kept_draft or "$75.25" in result.text
-
-
-@pytest.mark.slow
-def test_tone_lora_adapter_on_a_trained_base(answer_dir: Path, tmp_path: Path):
-    cfg = ToneConfig(
-        **{**TINY, "epochs": 15.0, "learning_rate": 5e-3},
-        base_model=str(answer_dir),
-        lora=True,
-        lora_rank=4,
-    )
-    out = tone.train(cfg, _cases(), [], tmp_path / "tone-lora")
-    meta = json.loads((out / "stage.json").read_text())
-    assert meta["fit"]["lora"] is True
-    assert meta["fit"]["train_loss_last"] < meta["fit"]["train_loss_first"]
-    assert (out / "trainer" / "adapter" / "adapter_model.safetensors").is_file()
-    preds = tone.load(out).predict([WORLD[0][3]])
-    assert len(preds) == 1 and preds[0].text
-
-
-def test_product_terms_are_names_the_house_style_keeps():
-    pairs = [
-        (
-            "Refunds go via the Paylane Terminal today. Contact Support.",
-            "Hi! The Paylane Terminal does it.",
-        ),
-        (
-            "Use the Paylane Terminal under Settings → Terminal. Ask Support.",
-            "Sure, Paylane Terminal it is.",
-        ),
-    ]
-    # "Paylane Terminal" is kept both times; "Support" is dropped; menu items are no names
-    assert tone.product_terms(pairs) == ["Paylane Terminal"]
 
 
 def test_missing_stage_folder_names_the_fix(tmp_path: Path):
