@@ -40,7 +40,7 @@ demo: install label-studio
 test: install label-studio browser
 	$(BIN)/python -m pytest
 
-# Debian's headless Chromium for tests/test_ui_screenshots.py (it skips, saying why, without one).
+# Debian's headless Chromium for tests/integration/test_ui_screenshots.py (it skips, saying why, without one).
 browser:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 # params.yaml's trigger/topic training defaults are sized for Banking77/CLINC150 (10k+ cases);
 # on a 3-day world (~20 training cases per topic) 4 epochs at 5e-5 leave the topic model at
-# ~70% accuracy. The benchmark trains them as the behavioural tests do (tests/test_classifiers.py)
-# and records these overrides in the results; every other setting comes from params.yaml.
+# ~70% accuracy. The benchmark trains them as the behavioural tests do (`synth_models`,
+# tests/stages/conftest.py) and records these overrides in the results; every other
+# setting comes from params.yaml.
 SMALL_WORLD_TRAINING = {
     "trigger": {"epochs": 3.0, "learning_rate": 1e-4, "warmup_ratio": 0.1},
     "topic": {"epochs": 6.0, "learning_rate": 3e-4, "warmup_ratio": 0.1},

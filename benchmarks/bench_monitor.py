@@ -4,8 +4,8 @@
         --models /tmp/casepilot-test-home/cache/service-test-models-<hash>
 
 `--models` is a folder of trained stage folders (`<dir>/<stage>`, e.g. the tiny models
-tests/test_service.py caches). They are registered in a SQLite MLflow store as every stage's
-champion, plus a `trigger` challenger (threshold 0: lets every message through); then N
+tests/integration/test_service.py caches). They are registered in a SQLite MLflow store as every
+stage's champion, plus a `trigger` challenger (threshold 0: lets every message through); then N
 predictions with the whole-shadow suggestion, the shadow versions and the agent's reply are
 written to the prediction log, and the real `monitor` flow runs once (Prefect's ephemeral API),
 with its two heavy steps also timed on their own: the drift/online window

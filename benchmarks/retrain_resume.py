@@ -4,7 +4,7 @@
         [--stages trigger,topic] [--kill-at topic] [--kill-steps 200]
 
 The real `retrain` flow (flows/lifecycle/loop.py) on a tiny world (the tiny BERT params of
-tests/test_lifecycle_retrain.py, for every classifier stage in `--stages`), each run a
+tests/integration/test_lifecycle_retrain.py, for every classifier stage in `--stages`), each run a
 `python` process of its own talking to one temporary `prefect server` on 127.0.0.1
 (tests/prefect_server.py). Three runs:
 
@@ -201,8 +201,8 @@ def main() -> None:
     parser.add_argument("--kill-steps", type=int, default=200, help="max_steps of that stage")
     parser.add_argument("--keep", type=Path, help="keep the homes and logs in this folder")
     args = parser.parse_args()
+    from tests.integration.test_lifecycle_retrain import write_tiny_params
     from tests.prefect_server import prefect_server
-    from tests.test_lifecycle_retrain import write_tiny_params
 
     stages = tuple(args.stages.split(","))
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

@@ -6,7 +6,7 @@ To add a stage:
    `StageBase` to inherit the generic report, pyfunc adapter and fp32-only quantization);
 2. its params section `<name>:` in params.yaml with its config model in `pipelines/config/`;
 3. its DVC stages `train_<name>`, `quantize_<name>`, `evaluate_<name>` in dvc.yaml;
-4. its tests in `tests/test_<name>.py`.
+4. its tests in `tests/stages/test_<name>.py`.
 `pipelines.stages.registry.get_stage(name)` then finds it: no other module needs a new branch.
 Stages built outside `pipelines/stages/` are added with `registry.add_stage(impl)`.
 """

@@ -15,7 +15,7 @@ so batching a service barely pays. Here:
 
 Each row gets what greedy decoding of it alone gives: its positions count from its own first
 token and padding is masked, so a reply does not depend on its batch-mates
-(tests/test_generators.py checks batched against one-by-one).
+(tests/stages/test_answer.py checks batched against one-by-one).
 """
 
 from __future__ import annotations

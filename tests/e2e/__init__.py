@@ -1,0 +1,1 @@
+"""The whole loop end to end: `casepilot demo` on a tiny world."""

@@ -1,0 +1,1 @@
+"""Real servers and real Prefect / MLflow / DVC / BentoML / Label Studio processes."""

@@ -1,0 +1,1 @@
+"""Per-stage training, evaluation and loading; the Stage protocol, the cascade, quantization."""
