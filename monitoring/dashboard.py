@@ -173,14 +173,14 @@ def ensure_project(params: Params, workspace: Any | None = None) -> Any:
     return project
 
 
-def project_url(params: Params, project_id: Any) -> str:
-    """The Evidently UI page of the project (`evidently ui` on 127.0.0.1:monitor.ui_port)."""
-    return f"http://127.0.0.1:{params.monitor.ui_port}/projects/{project_id}"
+def project_url(ui_port: int, project_id: Any) -> str:
+    """The Evidently UI page of the project (`evidently ui` on 127.0.0.1:`monitor.ui_port`)."""
+    return f"http://127.0.0.1:{ui_port}/projects/{project_id}"
 
 
-def snapshot_url(params: Params, project_id: Any, snapshot_id: Any) -> str:
+def snapshot_url(ui_port: int, project_id: Any, snapshot_id: Any) -> str:
     """The Evidently UI page of one snapshot (the evidence behind a page)."""
-    return f"{project_url(params, project_id)}/reports/{snapshot_id}"
+    return f"{project_url(ui_port, project_id)}/reports/{snapshot_id}"
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,6 @@ def write_monitoring_run(
     return MonitoringRun(
         run_id=str(ref.id),
         project_id=str(project.id),
-        project_url=project_url(params, project.id),
-        snapshot_url=snapshot_url(params, project.id, ref.id),
+        project_url=project_url(params.monitor.ui_port, project.id),
+        snapshot_url=snapshot_url(params.monitor.ui_port, project.id, ref.id),
     )

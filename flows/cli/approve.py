@@ -32,7 +32,7 @@ def _evidence_table(params: Any, stage: str, version: str) -> Table:
     """What the reviewer approves: the request's evidence as the version's tags show it."""
     from pipelines.registry.register import registered_model_name, registry_client
 
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     tags = registry_client(params).get_model_version(name, version).tags or {}
     table = Table(title=f"promotion request: {name} v{version}")
     table.add_column("evidence")

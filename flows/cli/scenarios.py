@@ -30,7 +30,7 @@ def _suite(params: Any, suite: Path | None) -> Any:
     from pipelines.evaluate.scenarios.gate import suite_folder
     from pipelines.evaluate.scenarios.schema import ScenarioError, load_suite
 
-    folder = suite or suite_folder(params)
+    folder = suite or suite_folder(params.register)
     if folder is None:
         console.print("[red]register.scenario_suite is null: pass --suite DIR[/red]")
         raise typer.Exit(2)

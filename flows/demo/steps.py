@@ -53,7 +53,7 @@ def _aliases(params: Params) -> dict[str, dict[str, str]]:
     out = {}
     for stage in STAGES:
         try:
-            out[stage] = aliases_of(client, registered_model_name(params, stage))
+            out[stage] = aliases_of(client, registered_model_name(params.register, stage))
         except Exception:  # noqa: BLE001 - a stage not registered yet has no aliases
             out[stage] = {}
     return out
@@ -82,7 +82,7 @@ def decisions(params: Params, expected: Mapping[str, str]) -> dict[str, Decision
     client = registry_client(params)
     found = {}
     for stage, version in expected.items():
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         tags = client.get_model_version(name, version).tags
         if tags.get(REQUESTED) == "true" or tags.get(REJECTED) == "true":
             found[stage] = Decision(

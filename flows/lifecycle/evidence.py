@@ -130,7 +130,7 @@ def stage_evidence(
     decision = stage_decision(
         stage, rows["case_id"].tolist(), rows["sent_reply"].tolist(),
         replay.champion_texts(messages), replay.swapped_texts(stage, challenger, messages),
-        params,
+        params.monitor.match_threshold, params.promote,
     )  # fmt: skip
     # reviewed correctness can veto a match-rate win (monitoring/review/promotion.py)
     decision = reviewed_decision(params, stage, challenger.name, challenger.version, decision)

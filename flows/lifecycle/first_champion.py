@@ -34,14 +34,16 @@ def first_champions(
 
     client = registry_client(params)
     first = [
-        s for s in stages if CHAMPION not in aliases_of(client, registered_model_name(params, s))
+        s
+        for s in stages
+        if CHAMPION not in aliases_of(client, registered_model_name(params.register, s))
     ]
     missing = stages_without_candidate(params, client, stages) if first else {}
     if missing:  # a first champion cascade that could not serve: request none of it yet
         why = "; ".join(f"{stage}: {reason}" for stage, reason in missing.items())
         return {
-            stage: {"name": registered_model_name(params, stage), "version": None, "cases": 0,
-                    "status": "waiting",
+            stage: {"name": registered_model_name(params.register, stage), "version": None,
+                    "cases": 0, "status": "waiting",
                     "reason": f"the first champion cascade needs every stage; none yet for {why}"}
             for stage in first
         }  # fmt: skip
@@ -80,7 +82,7 @@ def stages_without_candidate(params: Params, client: Any, stages: list[str]) -> 
 
     missing: dict[str, str] = {}
     for stage in STAGES:
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         if stage in stages or CHAMPION in aliases_of(client, name):
             continue
         versions = client.search_model_versions(f"name = '{name}'")

@@ -73,7 +73,8 @@ def _contributing_group(
         }
         group, decision = joint_decision(
             list(swapped), cases, replies, replay.champion_texts(messages),
-            replay.texts(swapped, messages), without, params,
+            replay.texts(swapped, messages), without, params.monitor.match_threshold,
+            params.promote,
         )  # fmt: skip
         if not group or len(group) == len(swapped):
             return group, decision, swapped

@@ -32,10 +32,10 @@ def stages_with_challenger(params: Params) -> list[str]:
     found = []
     for stage in STAGES:
         if not client.search_registered_models(
-            filter_string=f"name = '{registered_model_name(params, stage)}'"
+            filter_string=f"name = '{registered_model_name(params.register, stage)}'"
         ):
             continue
-        if CHALLENGER in aliases_of(client, registered_model_name(params, stage)):
+        if CHALLENGER in aliases_of(client, registered_model_name(params.register, stage)):
             found.append(stage)
     return found
 

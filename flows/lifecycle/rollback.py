@@ -58,7 +58,7 @@ def _parse(stamp: str | None) -> datetime | None:
 
 def champion_to_watch(client: MlflowClient, params: Params, stage: str) -> Watched | str:
     """The stage's promoted champion to check for a regression, or why there is none."""
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     aliases = aliases_of(client, name)
     version = aliases.get(CHAMPION)
     if version is None:

@@ -85,7 +85,9 @@ def champion_missing(params: Params) -> list[str]:
 
     client = registry_client(params)
     return [
-        s for s in STAGES if CHAMPION not in aliases_of(client, registered_model_name(params, s))
+        s
+        for s in STAGES
+        if CHAMPION not in aliases_of(client, registered_model_name(params.register, s))
     ]
 
 

@@ -34,7 +34,7 @@ from monitoring.decisions.promotion import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipelines.config import Params
+    from pipelines.config import PromoteConfig
 
 
 def shadowed_by(shadow: Any, stage: str) -> str | None:
@@ -65,15 +65,19 @@ def stage_decision(
     sent_replies: Sequence[str],
     champion_texts: Sequence[str | None],
     challenger_texts: Sequence[str | None],
-    params: Params,
+    threshold: float,
+    gate: PromoteConfig,
 ) -> PromotionDecision:
-    """The promotion decision for `stage` from the two replayed arms on the same cases."""
-    threshold = params.monitor.match_threshold
+    """The promotion decision for `stage` from the two replayed arms on the same cases.
+
+    `threshold`: `monitor.match_threshold` (a suggestion matches the sent reply); `gate`: the
+    `promote:` section.
+    """
     champion = suggestion_matches(champion_texts, sent_replies, threshold)
     challenger = suggestion_matches(challenger_texts, sent_replies, threshold)
     champ, chall = _paired(case_ids, champion, challenger)
     per_stage = {stage: (champ.match_rate, chall.match_rate)} if champ.matches else {}
-    return decide_promotion(champ, chall, per_stage, params.promote)
+    return decide_promotion(champ, chall, per_stage, gate)
 
 
 def _paired(
@@ -119,7 +123,8 @@ def joint_decision(
     champion_texts: Sequence[str | None],
     joint_texts: Sequence[str | None],
     without_texts: dict[str, Sequence[str | None]],
-    params: Params,
+    threshold: float,
+    gate: PromoteConfig,
 ) -> tuple[list[str], PromotionDecision]:
     """Evidence for challengers that help only together (e.g. a new topic: the topic stage must
     name it *and* the retrieve index must hold its conversations, so neither wins alone).
@@ -129,8 +134,8 @@ def joint_decision(
     matches (S contributes given the others); the decision is the joint arm against the champion
     (one-sided McNemar as for one stage), each member's leave-one-out delta checked against
     `promote.max_stage_regression`. A group of fewer than two stages is no group: [].
+    `threshold` and `gate` as for `stage_decision`.
     """
-    threshold = params.monitor.match_threshold
     joint = suggestion_matches(joint_texts, sent_replies, threshold)
     rates = {
         stage: _rate(suggestion_matches(texts, sent_replies, threshold), joint)
@@ -141,7 +146,7 @@ def joint_decision(
     champion = suggestion_matches(champion_texts, sent_replies, threshold)
     champ, chall = _paired(case_ids, champion, joint)
     per_stage = {s: (rates[s], joint_rate) for s in stages}
-    decision = decide_promotion(champ, chall, per_stage, params.promote)
+    decision = decide_promotion(champ, chall, per_stage, gate)
     return (group if len(group) >= 2 else []), decision
 
 

@@ -151,7 +151,7 @@ def request_promotion(
             + "; ".join(decision.reasons)
         )
     client, signer = _signed_client(params)
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     version = version or _challenger(client, name, stage)
     if aliases_of(client, name).get(CHAMPION) == version:
         raise ValueError(f"{name} version {version} is already the champion; nothing to request")
@@ -243,7 +243,7 @@ def approve_request(
         if not who:
             raise ValueError("reviewer must name who approves, e.g. 'jane.doe'")
         ledgers = signed_ledgers(client, signer)
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         current = client.get_model_version(name, str(version))
         request = current_request(client, params, current, ledgers)
         if ledgers is not None and who not in ledgers.reviewers:
@@ -281,7 +281,7 @@ def approve_version(
         raise ValueError("reviewer must name who approves, e.g. 'jane.doe'")
     if version is None:
         client = registry_client(params)
-        version = _challenger(client, registered_model_name(params, stage), stage)
+        version = _challenger(client, registered_model_name(params.register, stage), stage)
     from pipelines.registry.tracking import client_tracking_uri
 
     signed = authenticated_user(client_tracking_uri(params))

@@ -84,7 +84,7 @@ def _candidates(
     skipped: list[Promotion] = []
     chosen: list[_Candidate] = []
     for stage in stages:
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         aliases = aliases_of(client, name)
         if CHAMPION in aliases:
             note = f"already has champion v{aliases[CHAMPION]}"

@@ -110,7 +110,7 @@ def promote_challenger(
 
     signed_in_as = authenticated_user(client_tracking_uri(params))
     client = registry_client(params)
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     aliases = aliases_of(client, name)
     version = aliases.get(CHALLENGER)
     if version is None:
@@ -218,7 +218,7 @@ def _check_group(
         group = {}
     own = f"{challenger.name} v{challenger.version}"
     for stage, version in sorted(group.items()):
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         aliases = aliases_of(client, name)
         if aliases.get(CHAMPION) == str(version):
             continue

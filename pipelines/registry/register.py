@@ -149,7 +149,7 @@ def register_stage(
             f"{model_dir}/stage.json missing: not a trained stage folder; train it with "
             f"`casepilot train {stage} --out DIR` and register that DIR"
         )
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     gate, scenarios = _gates(params, stage, model_dir, metrics)
     tags = {
         "casepilot.stage": stage,

@@ -118,7 +118,7 @@ def resolve_stage(params: Params, stage: str, alias: str) -> ResolvedStage:
     `UnapprovedChampion` (and pages, `refuse_unapproved_champion`) before anything is downloaded.
     """
     client = registry_client(params)
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     version_number = aliases_of(client, name).get(alias)
     if version_number is None:
         raise LookupError(
@@ -187,7 +187,7 @@ def resolve_cascade_dirs(
     client = registry_client(params)
     resolved, missing = {}, []
     for stage in stages:
-        found = aliases_of(client, registered_model_name(params, stage))
+        found = aliases_of(client, registered_model_name(params.register, stage))
         chosen = alias if alias in found else CHAMPION if alias == CHALLENGER else None
         if chosen is None or chosen not in found:
             missing.append(stage)

@@ -71,7 +71,7 @@ def rollback_champion(
     if not reason.strip():
         raise ValueError("a rollback needs a reason, e.g. 'match rate fell 0.12 after promotion'")
     client = registry_client(params)
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     current, target = _rollback_target(client, name, expect_version)
     at, by = now_iso(), by or getpass.getuser()
     experiment_id, run_id = log_audit_run(

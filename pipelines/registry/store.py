@@ -14,7 +14,7 @@ from pipelines.data.contract import STAGES
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from pipelines.config import Params
+    from pipelines.config import Params, RegisterConfig
 
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous-champion"
 # Version tags written by promotion and rollback, read by the automatic rollback check
@@ -37,13 +37,14 @@ def registry_client(params: Params) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def registered_model_name(params: Params, stage: str) -> str:
-    """Return the registered model name of `stage`, e.g. 'casepilot-topic'."""
+def registered_model_name(register: RegisterConfig, stage: str) -> str:
+    """Return the registered model name of `stage`, e.g. 'casepilot-topic'
+    (`register.model_prefix` + the stage name)."""
     from pipelines.stages.registry import stage_names
 
     if stage not in stage_names():
         raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(stage_names())}")
-    return f"{params.register.model_prefix}{stage}"
+    return f"{register.model_prefix}{stage}"
 
 
 def is_remote(uri: str) -> bool:
@@ -84,5 +85,7 @@ def stages_with_challenger(params: Params) -> tuple[str, ...]:
     """The stages whose registered model has a `challenger` now, in cascade order."""
     client = registry_client(params)
     return tuple(
-        s for s in STAGES if CHALLENGER in aliases_of(client, registered_model_name(params, s))
+        s
+        for s in STAGES
+        if CHALLENGER in aliases_of(client, registered_model_name(params.register, s))
     )

@@ -60,13 +60,13 @@ def test_a_first_champion_cascade_is_requested_whole_or_not_at_all(
         ), outcome["reason"]
     client = registry_client(params)
     for stage in STAGES[:-1]:
-        tags = client.get_model_version(registered_model_name(params, stage), "1").tags
+        tags = client.get_model_version(registered_model_name(params.register, stage), "1").tags
         assert tags.get(REQUESTED) != "true", (stage, tags)
 
     assert _register(params, "tone", tmp_path, faithfulness=0.9) == "2"  # passes: challenger
     decided = decide_challengers(params)
     assert {s: o["status"] for s, o in decided.items()} == dict.fromkeys(STAGES, "requested")
-    tone = client.get_model_version(registered_model_name(params, "tone"), "2").tags
+    tone = client.get_model_version(registered_model_name(params.register, "tone"), "2").tags
     assert tone[REQUESTED] == "true"
 
     # the first champion cascade moves whole: with one stage unapproved, nothing moves
@@ -82,8 +82,10 @@ def test_a_first_champion_cascade_is_requested_whole_or_not_at_all(
         "moves only together with casepilot-tone v2, not approved yet" in held["trigger"]["reason"]
     )
     for stage in STAGES:
-        assert CHAMPION not in aliases_of(client, registered_model_name(params, stage)), stage
+        assert CHAMPION not in aliases_of(client, registered_model_name(params.register, stage)), (
+            stage
+        )
     approve_version(params, "tone", "jane.doe")
     moved = promote_stages(params, None)
     assert {s: o["status"] for s, o in moved.items()} == dict.fromkeys(STAGES, "promoted"), moved
-    assert aliases_of(client, registered_model_name(params, "tone"))[CHAMPION] == "2"
+    assert aliases_of(client, registered_model_name(params.register, "tone"))[CHAMPION] == "2"

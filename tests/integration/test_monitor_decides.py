@@ -150,7 +150,7 @@ def _log_traffic(params, worlds: dict, tmp: Path) -> None:
     refs = {}
     for alias in ("champion", "challenger"):
         for stage in STAGES:
-            name = registered_model_name(params, stage)
+            name = registered_model_name(params.register, stage)
             version = aliases_of(client, name).get(alias) or aliases_of(client, name)["champion"]
             refs.setdefault(alias, {})[stage] = f"{name}/{version}"
     messages = _messages()
@@ -221,7 +221,7 @@ def _challenger_tags(params, stage: str) -> dict[str, str]:
     from pipelines.registry.register import aliases_of, registered_model_name, registry_client
 
     client = registry_client(params)
-    name = registered_model_name(params, stage)
+    name = registered_model_name(params.register, stage)
     return client.get_model_version(name, aliases_of(client, name)["challenger"]).tags
 
 
@@ -343,7 +343,7 @@ def test_approval_is_promoted_by_the_promote_deployment_and_served_without_a_fai
     from pipelines.registry.register import aliases_of, registered_model_name, registry_client
 
     params = world.params
-    trigger = registered_model_name(params, "trigger")
+    trigger = registered_model_name(params.register, "trigger")
     client = registry_client(params)
     old, new = aliases_of(client, trigger)["champion"], aliases_of(client, trigger)["challenger"]
     key = load_or_create_api_key(params, env={})  # what `casepilot up` does

@@ -38,7 +38,7 @@ def params(home: Home) -> Params:
 def _challenger(params: Params, tmp_path: Path) -> ResolvedStage:
     """One registered version of the answer stage (a tiny logged artifact)."""
     client = registry_client(params)
-    name = registered_model_name(params, STAGE)
+    name = registered_model_name(params.register, STAGE)
     client.create_registered_model(name)
     run = client.create_run(client.create_experiment("review-promotion"))
     client.log_text(run.info.run_id, "weights", "model/weights.txt")

@@ -25,6 +25,11 @@ from pipelines.home import Home
 REF = "casepilot-trigger/2"
 
 
+def _rules(params):
+    """What the decisions take from params: the match threshold and the `promote:` section."""
+    return params.monitor.match_threshold, params.promote
+
+
 def _params(tmp_path: Path, **sections):
     return params_from_mapping(sections, home=Home(tmp_path / "home"), env={})
 
@@ -52,12 +57,12 @@ def test_stage_decision_pairs_the_two_replayed_arms(tmp_path: Path) -> None:
     cases = [f"c{i}" for i in range(20)]
     sent = ["your refund was sent today"] * 20
     champion = [s if i % 2 else None for i, s in enumerate(sent)]  # matches half
-    better = stage_decision("trigger", cases, sent, champion, list(sent), params)
+    better = stage_decision("trigger", cases, sent, champion, list(sent), *_rules(params))
     assert better.promote and better.challenger_only == 10 and better.champion_only == 0
     assert better.stage_deltas == {"trigger": pytest.approx(0.5)}
-    worse = stage_decision("trigger", cases, sent, champion, [None] * 20, params)
+    worse = stage_decision("trigger", cases, sent, champion, [None] * 20, *_rules(params))
     assert not worse.promote and any("regresses" in r for r in worse.reasons)
-    again = stage_decision("trigger", cases, sent, champion, list(sent), params)
+    again = stage_decision("trigger", cases, sent, champion, list(sent), *_rules(params))
     assert evidence_key("trigger", REF, better) == evidence_key("trigger", REF, again)
     assert evidence_key("trigger", REF, better) != evidence_key("trigger", REF, worse)
 
@@ -87,10 +92,10 @@ def test_stages_that_win_only_together_form_a_group(tmp_path: Path) -> None:
     joint = [s if i < 25 else None for i, s in enumerate(sent)]
     without = {"topic": list(champion), "retrieve": list(champion), "trigger": list(joint)}
     for stage in ("topic", "retrieve"):  # alone: no better than the champion
-        alone = stage_decision(stage, cases, sent, champion, list(champion), params)
+        alone = stage_decision(stage, cases, sent, champion, list(champion), *_rules(params))
         assert not alone.promote
     group, decision = joint_decision(
-        ["trigger", "topic", "retrieve"], cases, sent, champion, joint, without, params
+        ["trigger", "topic", "retrieve"], cases, sent, champion, joint, without, *_rules(params)
     )
     assert group == ["topic", "retrieve"]
     assert decision.promote and decision.challenger_only == 20 and decision.champion_only == 0
@@ -98,13 +103,13 @@ def test_stages_that_win_only_together_form_a_group(tmp_path: Path) -> None:
     # when the joint arm is no better than the champion there is no winning decision
     group, decision = joint_decision(
         ["topic", "retrieve"], cases, sent, champion, list(champion),
-        {"topic": [None] * 30, "retrieve": [None] * 30}, params,
+        {"topic": [None] * 30, "retrieve": [None] * 30}, *_rules(params),
     )  # fmt: skip
     assert group == ["topic", "retrieve"] and not decision.promote
     # one contributor is no group: its own decision stands
     group, _ = joint_decision(
         ["topic", "retrieve"], cases, sent, champion, joint,
-        {"topic": list(champion), "retrieve": list(joint)}, params,
+        {"topic": list(champion), "retrieve": list(joint)}, *_rules(params),
     )  # fmt: skip
     assert group == []
 
@@ -207,7 +212,7 @@ def test_a_loser_is_judged_with_a_challenger_that_won_alone(tmp_path: Path) -> N
         )
         alone = stage_decision(
             stage, cases, sent, replay.champion_texts(messages),
-            replay.texts({stage: challenger}, messages), params,
+            replay.texts({stage: challenger}, messages), *_rules(params),
         )  # fmt: skip
         pending[stage] = Pending(challenger, {}, "k", alone, requested=False)
     assert pending["retrieve"].decision.promote and not pending["topic"].decision.promote

@@ -33,7 +33,7 @@ from pipelines.data.contract import STAGES
 from pipelines.evaluate.scenarios.runner import Report, failing_scenarios, run_suite
 
 if TYPE_CHECKING:
-    from pipelines.config import Params
+    from pipelines.config import Params, RegisterConfig
 
 REPO = Path(__file__).resolve().parents[3]
 TAG_GATE = "casepilot.scenario_gate"  # passed | failed | skipped
@@ -78,9 +78,9 @@ class ScenarioGate:
         return out
 
 
-def suite_folder(params: Params) -> Path | None:
+def suite_folder(register: RegisterConfig) -> Path | None:
     """`register.scenario_suite` as a folder (relative paths: from the repo root), or None."""
-    folder = params.register.scenario_suite
+    folder = register.scenario_suite
     if folder is None:
         return None
     path = Path(folder)
@@ -98,7 +98,7 @@ def _stand_in(params: Params, stage: str, model_dir: Path) -> tuple[Path, str] |
         registry_client,
     )
 
-    found = aliases_of(registry_client(params), registered_model_name(params, stage))
+    found = aliases_of(registry_client(params), registered_model_name(params.register, stage))
     for alias in (CHAMPION, CHALLENGER):
         if alias in found:
             resolved = resolve_stage(params, stage, alias)
@@ -128,7 +128,7 @@ def scenario_gate(params: Params, stage: str, model_dir: Path) -> ScenarioGate:
     from pipelines.registry.store import CHAMPION, aliases_of, registered_model_name
     from pipelines.registry.store import registry_client as client_of
 
-    folder = suite_folder(params)
+    folder = suite_folder(params.register)
     if folder is None:
         return ScenarioGate(True, "skipped", "register.scenario_suite is null: no scenario gate")
     suite = load_suite(folder)
@@ -148,7 +148,7 @@ def scenario_gate(params: Params, stage: str, model_dir: Path) -> ScenarioGate:
     )  # fmt: skip
     candidate = run(_cascade({**others, stage: (Path(model_dir), "candidate")}, loaded))
     champion = None
-    if CHAMPION in aliases_of(client_of(params), registered_model_name(params, stage)):
+    if CHAMPION in aliases_of(client_of(params), registered_model_name(params.register, stage)):
         current = resolve_stage(params, stage, CHAMPION)
         baseline = {**others, stage: (current.local_dir, f"{current.name}/{current.version}")}
         cached = _baseline_cache(params, folder, baseline)
@@ -236,7 +236,7 @@ def scenario_rates(params: Params, stages: tuple[str, ...] = STAGES) -> dict[str
     client = registry_client(params)
     out = {}
     for stage in stages:
-        name = registered_model_name(params, stage)
+        name = registered_model_name(params.register, stage)
         versions = client.search_model_versions(f"name = '{name}'")
         if not versions:
             continue
